@@ -1,0 +1,211 @@
+"""Task-agnostic knowledge distillation: MiniLMv2 self-attention relation distillation.
+
+For the last layer of teacher and student, the concatenated query/key/value
+projections ([B, S, A], A = heads * head_dim) are re-split into R *relation heads*
+(A / R dims each) and turned into relations softmax(X X^T / sqrt(A / R)) over the
+key positions. The student matches the teacher's Q-Q, K-K and V-V relations by KL
+divergence. Because R is shared while A may differ, this works whatever the
+student's head count or hidden width (MiniLMv2, Wang et al. 2021).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+
+from metanas.objectives._common import (
+    check_batches,
+    evaluation,
+    model_inputs,
+    module_device,
+    to_device,
+    token_mask,
+)
+from metanas.objectives.base import Objective
+from metanas.space import ArchConfig
+from metanas.supernet.model import ElasticBert
+from metanas.supernet.ops import ElasticLinear
+
+QKV = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def resolve_relation_heads(student_width: int, teacher_width: int, requested: int) -> int:
+    """The number of relation heads actually used for a student/teacher width pair.
+
+    `requested` (default: the teacher's head count) is used when it divides both
+    attention widths. Otherwise it falls back to the largest divisor of
+    gcd(student_width, teacher_width) that is <= `requested`, so every relation head
+    has a whole number of dimensions on both sides (always >= 1).
+    """
+    if requested < 1:
+        raise ValueError(f"relation_heads must be >= 1, got {requested}")
+    if student_width % requested == 0 and teacher_width % requested == 0:
+        return requested
+    g = math.gcd(student_width, teacher_width)
+    return max(r for r in range(1, min(requested, g) + 1) if g % r == 0)
+
+
+def _log_relations(x: torch.Tensor, key_mask: torch.Tensor, heads: int, temperature: float) -> torch.Tensor:
+    """Log-softmax relations [B, R, S, S] of one projection, padded keys masked out."""
+    b, s, a = x.shape
+    d = a // heads
+    xh = x.float().reshape(b, s, heads, d).transpose(1, 2)
+    scores = xh @ xh.transpose(-1, -2) / (math.sqrt(d) * temperature)
+    scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+    return scores.log_softmax(dim=-1)
+
+
+def relation_loss(
+    student_qkv: QKV | list[torch.Tensor],
+    teacher_qkv: QKV | list[torch.Tensor],
+    attention_mask: torch.Tensor | None,
+    relation_heads: int,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """MiniLMv2 Q-Q/K-K/V-V relation KL(teacher || student), averaged over relations,
+    relation heads and non-pad query positions.
+
+    `student_qkv` / `teacher_qkv`: (q, k, v), each [B, S, width]; the widths may
+    differ. The teacher side is detached (it is a target), so the training loop can
+    pass the largest subnet's projections for in-place distillation. `relation_heads`
+    is adjusted by `resolve_relation_heads` when it does not divide both widths.
+    Computed in float32 for stability under mixed precision.
+    """
+    if len(student_qkv) != 3 or len(teacher_qkv) != 3:
+        raise ValueError("relation_loss: expects (query, key, value) triples")
+    sq = student_qkv[0]
+    if attention_mask is None:
+        mask = torch.ones(sq.shape[:2], dtype=torch.bool, device=sq.device)
+    else:
+        mask = attention_mask.to(sq.device).bool()
+    heads = resolve_relation_heads(sq.shape[-1], teacher_qkv[0].shape[-1], relation_heads)
+    n_queries = mask.sum().clamp_min(1) * heads
+    total = sq.new_zeros((), dtype=torch.float32)
+    for s_x, t_x in zip(student_qkv, teacher_qkv, strict=True):
+        log_s = _log_relations(s_x, mask, heads, temperature)
+        with torch.no_grad():
+            log_t = _log_relations(t_x.detach(), mask, heads, temperature)
+        kl = log_t.exp() * (log_t - log_s)  # [B, R, S(query), S(key)]
+        kl = torch.where(mask[:, None, None, :], kl, torch.zeros_like(kl)).sum(-1)
+        total = total + (kl * mask[:, None, :]).sum() / n_queries
+    return total / 3
+
+
+def make_teacher(sn: ElasticBert) -> ElasticBert:
+    """A frozen copy of `sn` (its largest arch is the teacher), in eval mode."""
+    teacher = copy.deepcopy(sn)
+    teacher.requires_grad_(False)
+    teacher.set_arch(teacher.space.largest())
+    return teacher.eval()
+
+
+class KDObjective(Objective):
+    """Relation distillation from a frozen teacher, plus an optional hidden-state MSE.
+
+    The teacher is stored outside nn.Module registration (`object.__setattr__`), so
+    it is neither in `parameters()` (never optimized) nor in `state_dict()` (never
+    checkpointed: it is reproducible from the source checkpoint). `.to()`/`.cuda()`
+    still move it (see `_apply`), and `prepare` moves it to the batch's device.
+    """
+
+    name = "kd"
+    metric_name = "kd_loss"
+    higher_is_better = False
+
+    def __init__(
+        self,
+        teacher: ElasticBert,
+        relation_heads: int | None = None,
+        hidden_weight: float = 0.0,
+        temperature: float = 1.0,
+        student_hidden: int | None = None,
+    ) -> None:
+        """`student_hidden`: the supernet's max hidden size (default: the teacher's),
+        the input size of the hidden-state projection used when `hidden_weight > 0`."""
+        super().__init__()
+        if not isinstance(teacher, ElasticBert):
+            raise TypeError(f"KDObjective: teacher must be an ElasticBert, got {type(teacher).__name__}")
+        if hidden_weight < 0:
+            raise ValueError(f"KDObjective: hidden_weight must be >= 0, got {hidden_weight}")
+        if temperature <= 0:
+            raise ValueError(f"KDObjective: temperature must be > 0, got {temperature}")
+        teacher.requires_grad_(False)
+        teacher.eval()
+        object.__setattr__(self, "_teacher", teacher)
+        self.teacher_arch = teacher.space.largest()
+        if relation_heads is None:
+            relation_heads = max(teacher.space.head_choices)
+        self.relation_heads = int(relation_heads)
+        if self.relation_heads < 1:
+            raise ValueError(f"KDObjective: relation_heads must be >= 1, got {self.relation_heads}")
+        self.hidden_weight = float(hidden_weight)
+        self.temperature = float(temperature)
+        self.teacher_hidden = self.teacher_arch.hidden
+        self.projection: ElasticLinear | None = None
+        if self.hidden_weight > 0:
+            # Only built when used, so no parameter is left without gradient (DDP).
+            in_features = student_hidden or self.teacher_hidden
+            self.projection = ElasticLinear(in_features, self.teacher_hidden)
+            with torch.no_grad():
+                # Identity on the shared prefix: a student equal to the teacher starts at 0 loss.
+                self.projection.weight.copy_(torch.eye(self.teacher_hidden, in_features))
+                self.projection.bias.zero_()
+
+    @property
+    def teacher(self) -> ElasticBert:
+        return self._teacher
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> KDObjective:
+        # Keep the unregistered teacher on the same device/dtype as the objective.
+        self._teacher._apply(fn, *args, **kwargs)
+        return super()._apply(fn, *args, **kwargs)
+
+    def prepare(self, sn: ElasticBert, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Teacher's last-layer Q/K/V and last hidden state, computed once per batch."""
+        teacher = self._teacher
+        device = batch["input_ids"].device
+        if module_device(teacher) != device:
+            teacher.to(device)
+        teacher.eval()
+        with torch.no_grad():
+            out = teacher(**model_inputs(batch), arch=self.teacher_arch, output_qkv=[-1])
+        return {"teacher_qkv": out.qkv[0], "teacher_hidden": out.last_hidden_state}
+
+    def loss(
+        self,
+        sn: ElasticBert,
+        batch: dict[str, torch.Tensor],
+        arch: ArchConfig,
+        context: dict[str, Any],
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        if "teacher_qkv" not in context:
+            context = self.prepare(sn, batch)
+        out = sn(**model_inputs(batch), arch=arch, output_qkv=[-1])
+        mask = token_mask(batch)
+        rel = relation_loss(out.qkv[0], context["teacher_qkv"], mask, self.relation_heads, self.temperature)
+        parts = {"relation": rel.detach().item()}
+        total = rel
+        if self.projection is not None:
+            pred = self.projection(out.last_hidden_state, self.teacher_hidden).float()
+            target = context["teacher_hidden"].float()
+            m = mask.to(pred.dtype)
+            hid = (((pred - target) ** 2).mean(-1) * m).sum() / m.sum().clamp_min(1)
+            parts["hidden"] = hid.detach().item()
+            total = total + self.hidden_weight * hid
+        parts["kd"] = total.detach().item()
+        return total, parts
+
+    def evaluate(self, sn: ElasticBert, arch: ArchConfig, batches: list[dict[str, torch.Tensor]]) -> float:
+        """Mean KD loss over the validation batches (eval mode, no dropout)."""
+        check_batches("KDObjective", batches)
+        device = module_device(sn)
+        total = 0.0
+        with evaluation(sn, self):
+            for batch in batches:
+                batch = to_device(batch, device)
+                loss, _ = self.loss(sn, batch, arch, self.prepare(sn, batch))
+                total += float(loss)
+        return total / len(batches)

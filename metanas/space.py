@@ -1,0 +1,354 @@
+"""Search space and architecture configs for elastic BERT-like supernets.
+
+An `ArchConfig` names one subnet: its depth, the shared hidden size, and per-layer
+attention heads and FFN sizes. A `SearchSpace` holds the allowed choices (derived
+from a teacher config) plus the fixed teacher dimensions needed to count
+parameters and FLOPs exactly by formula, so costs never require building a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+RngLike = random.Random | int | None
+
+# Fractions of the teacher's sizes used when the caller gives no explicit choices.
+DEFAULT_HIDDEN_FRACTIONS = (0.5, 0.625, 0.75, 0.875, 1.0)
+DEFAULT_HEAD_FRACTIONS = (1 / 3, 0.5, 2 / 3, 5 / 6, 1.0)
+DEFAULT_FFN_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+DEFAULT_MIN_DEPTH_FRACTION = 1 / 3
+
+
+def _as_rng(rng: RngLike) -> random.Random:
+    return rng if isinstance(rng, random.Random) else random.Random(rng)
+
+
+def _ints(name: str, values: Iterable[Any]) -> tuple[int, ...]:
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: every value must be a positive integer, got {v!r}")
+        out.append(v)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """One subnet: `depth` layers, `hidden` width, per-layer `heads` and `ffn`."""
+
+    depth: int
+    hidden: int
+    heads: tuple[int, ...]
+    ffn: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        for name in ("depth", "hidden"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"ArchConfig.{name}: must be a positive integer, got {v!r}")
+        object.__setattr__(self, "heads", _ints("ArchConfig.heads", self.heads))
+        object.__setattr__(self, "ffn", _ints("ArchConfig.ffn", self.ffn))
+        for name in ("heads", "ffn"):
+            if len(getattr(self, name)) != self.depth:
+                raise ValueError(
+                    f"ArchConfig.{name}: needs one value per layer ({self.depth}), "
+                    f"got {len(getattr(self, name))}"
+                )
+
+    @property
+    def is_uniform(self) -> bool:
+        """True when every layer has the same heads and FFN size."""
+        return len(set(self.heads)) <= 1 and len(set(self.ffn)) <= 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"depth": self.depth, "hidden": self.hidden, "heads": list(self.heads), "ffn": list(self.ffn)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArchConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"ArchConfig: expected a JSON object, got {type(data).__name__}")
+        expected = {"depth", "hidden", "heads", "ffn"}
+        unknown = set(data) - expected
+        missing = expected - set(data)
+        if unknown or missing:
+            raise ValueError(
+                f"ArchConfig: keys must be {sorted(expected)}; "
+                f"unknown {sorted(unknown)}, missing {sorted(missing)}"
+            )
+        return cls(depth=data["depth"], hidden=data["hidden"], heads=tuple(data["heads"]), ffn=tuple(data["ffn"]))
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"ArchConfig: not valid JSON ({e})") from None
+        return cls.from_dict(data)
+
+
+def _fraction_choices(full: int, fractions: Sequence[float], multiple: int = 1) -> tuple[int, ...]:
+    values = set()
+    for f in fractions:
+        v = int(round(full * f / multiple)) * multiple
+        values.add(min(full, max(multiple, v)))
+    values.add(full)
+    return tuple(sorted(values))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Choices per elastic dimension plus the fixed dimensions of the teacher.
+
+    `embedding_size` is set for ELECTRA-style models whose embeddings are narrower
+    than the hidden size (a projection maps them up); it is None otherwise, and
+    then the embeddings share the elastic hidden size.
+    """
+
+    depth_choices: tuple[int, ...]
+    hidden_choices: tuple[int, ...]
+    head_choices: tuple[int, ...]
+    ffn_choices: tuple[int, ...]
+    head_dim: int
+    vocab_size: int
+    max_position_embeddings: int
+    type_vocab_size: int
+    embedding_size: int | None = None
+    has_pooler: bool = True
+    model_type: str = "bert"
+
+    def __post_init__(self) -> None:
+        for name in ("depth_choices", "hidden_choices", "head_choices", "ffn_choices"):
+            values = _ints(f"SearchSpace.{name}", getattr(self, name))
+            if not values:
+                raise ValueError(f"SearchSpace.{name}: needs at least one choice")
+            object.__setattr__(self, name, tuple(sorted(set(values))))
+        for name in ("head_dim", "vocab_size", "max_position_embeddings"):
+            _ints(f"SearchSpace.{name}", [getattr(self, name)])
+
+    # ----- construction -------------------------------------------------
+    @classmethod
+    def from_teacher_config(cls, config: Any, **overrides: Any) -> SearchSpace:
+        """Derive default choices from a Hugging Face config; `overrides` replace any field.
+
+        Defaults: depth from a third of the layers up to all of them; hidden at
+        50..100% in steps of 12.5% (multiples of 8); heads at 1/3..all; FFN at
+        25..100%. The largest choice of each dimension is always the teacher's.
+        """
+        layers = config.num_hidden_layers
+        hidden = config.hidden_size
+        heads = config.num_attention_heads
+        head_dim = hidden // heads
+        ffn = config.intermediate_size
+        min_depth = max(1, math.ceil(layers * DEFAULT_MIN_DEPTH_FRACTION))
+        emb = getattr(config, "embedding_size", None)
+        values: dict[str, Any] = {
+            "depth_choices": tuple(range(min_depth, layers + 1)),
+            "hidden_choices": _fraction_choices(hidden, DEFAULT_HIDDEN_FRACTIONS, 8 if hidden >= 64 else 1),
+            "head_choices": _fraction_choices(heads, DEFAULT_HEAD_FRACTIONS),
+            "ffn_choices": _fraction_choices(ffn, DEFAULT_FFN_FRACTIONS, 8 if ffn >= 64 else 1),
+            "head_dim": head_dim,
+            "vocab_size": config.vocab_size,
+            "max_position_embeddings": config.max_position_embeddings,
+            "type_vocab_size": config.type_vocab_size,
+            "embedding_size": emb if emb is not None and emb != hidden else None,
+            "has_pooler": config.model_type != "electra",
+            "model_type": config.model_type,
+        }
+        allowed = set(values)
+        for key in overrides:
+            if key not in allowed:
+                raise ValueError(f"SearchSpace override {key!r} is unknown; allowed: {sorted(allowed)}")
+        values.update(overrides)
+        space = cls(**values)
+        teacher = {"depth_choices": layers, "hidden_choices": hidden, "head_choices": heads, "ffn_choices": ffn}
+        for name, top in teacher.items():
+            if max(getattr(space, name)) > top:
+                raise ValueError(
+                    f"SearchSpace.{name}: {max(getattr(space, name))} exceeds the teacher's {top}"
+                )
+        return space
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
+        data = dict(data)
+        for k in ("depth_choices", "hidden_choices", "head_choices", "ffn_choices"):
+            data[k] = tuple(data[k])
+        return cls(**data)
+
+    def signature(self) -> str:
+        """Stable short hash naming this space, so records of different spaces never mix."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    # ----- membership ---------------------------------------------------
+    @property
+    def max_depth(self) -> int:
+        return max(self.depth_choices)
+
+    def validate(self, arch: ArchConfig) -> ArchConfig:
+        """Raise `ValueError` naming the field, the value and the allowed values."""
+        if not isinstance(arch, ArchConfig):
+            raise TypeError(f"expected an ArchConfig, got {type(arch).__name__}")
+        if arch.depth not in self.depth_choices:
+            raise ValueError(f"arch.depth={arch.depth} is outside the space; allowed: {list(self.depth_choices)}")
+        if arch.hidden not in self.hidden_choices:
+            raise ValueError(
+                f"arch.hidden={arch.hidden} is outside the space; allowed: {list(self.hidden_choices)}"
+            )
+        for name, allowed in (("heads", self.head_choices), ("ffn", self.ffn_choices)):
+            for i, v in enumerate(getattr(arch, name)):
+                if v not in allowed:
+                    raise ValueError(f"arch.{name}[{i}]={v} is outside the space; allowed: {list(allowed)}")
+        return arch
+
+    def contains(self, arch: ArchConfig) -> bool:
+        try:
+            self.validate(arch)
+        except ValueError:
+            return False
+        return True
+
+    # ----- canonical members --------------------------------------------
+    def largest(self) -> ArchConfig:
+        d = self.max_depth
+        return ArchConfig(d, max(self.hidden_choices), (max(self.head_choices),) * d, (max(self.ffn_choices),) * d)
+
+    def smallest(self) -> ArchConfig:
+        d = min(self.depth_choices)
+        return ArchConfig(d, min(self.hidden_choices), (min(self.head_choices),) * d, (min(self.ffn_choices),) * d)
+
+    def uniform(self, depth: int, hidden: int, heads: int, ffn: int) -> ArchConfig:
+        """An arch with the same heads and FFN size in every layer, validated."""
+        return self.validate(ArchConfig(depth, hidden, (heads,) * depth, (ffn,) * depth))
+
+    def size(self) -> int:
+        """Number of distinct archs: per-layer choices multiply, summed over depths."""
+        per_layer = len(self.head_choices) * len(self.ffn_choices)
+        return len(self.hidden_choices) * sum(per_layer**d for d in self.depth_choices)
+
+    # ----- sampling and variation ---------------------------------------
+    def sample(self, rng: RngLike = None) -> ArchConfig:
+        """Uniform over depth, hidden and each layer's heads/FFN (AutoFormer-style)."""
+        r = _as_rng(rng)
+        d = r.choice(self.depth_choices)
+        return ArchConfig(
+            d,
+            r.choice(self.hidden_choices),
+            tuple(r.choice(self.head_choices) for _ in range(d)),
+            tuple(r.choice(self.ffn_choices) for _ in range(d)),
+        )
+
+    def mutate(
+        self,
+        arch: ArchConfig,
+        rng: RngLike = None,
+        prob: float = 0.2,
+        depth_prob: float = 0.4,
+        hidden_prob: float = 0.4,
+    ) -> ArchConfig:
+        """Resample depth/hidden with their probabilities and each layer's dims with `prob`.
+
+        A deeper depth appends freshly sampled layers; a shallower one keeps the prefix.
+        """
+        for name, p in (("prob", prob), ("depth_prob", depth_prob), ("hidden_prob", hidden_prob)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"mutate: {name} must be in [0, 1], got {p}")
+        r = _as_rng(rng)
+        depth = r.choice(self.depth_choices) if r.random() < depth_prob else arch.depth
+        hidden = r.choice(self.hidden_choices) if r.random() < hidden_prob else arch.hidden
+        heads, ffn = [], []
+        for i in range(depth):
+            if i < arch.depth:
+                heads.append(r.choice(self.head_choices) if r.random() < prob else arch.heads[i])
+                ffn.append(r.choice(self.ffn_choices) if r.random() < prob else arch.ffn[i])
+            else:
+                heads.append(r.choice(self.head_choices))
+                ffn.append(r.choice(self.ffn_choices))
+        return ArchConfig(depth, hidden, tuple(heads), tuple(ffn))
+
+    def crossover(self, a: ArchConfig, b: ArchConfig, rng: RngLike = None, prob: float = 0.5) -> ArchConfig:
+        """Uniform crossover: each gene comes from `b` with probability `prob`.
+
+        Depth is inherited from one parent; layers the other parent lacks come from
+        the parent that has them.
+        """
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"crossover: prob must be in [0, 1], got {prob}")
+        r = _as_rng(rng)
+
+        def pick(x: Any, y: Any) -> Any:
+            return y if r.random() < prob else x
+
+        depth = pick(a.depth, b.depth)
+        hidden = pick(a.hidden, b.hidden)
+        heads, ffn = [], []
+        for i in range(depth):
+            pa, pb = i < a.depth, i < b.depth
+            if pa and pb:
+                heads.append(pick(a.heads[i], b.heads[i]))
+                ffn.append(pick(a.ffn[i], b.ffn[i]))
+            else:
+                src = a if pa else b
+                heads.append(src.heads[i])
+                ffn.append(src.ffn[i])
+        return ArchConfig(depth, hidden, tuple(heads), tuple(ffn))
+
+    # ----- costs ----------------------------------------------------------
+    def embedding_params(self, arch: ArchConfig) -> int:
+        """Embedding matrices only (word, position, token type): what 'non-embedding' excludes."""
+        width = self.embedding_size or arch.hidden
+        return (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * width
+
+    def params(self, arch: ArchConfig, embeddings: bool = True) -> int:
+        """Exact parameter count of the exported model for `arch`.
+
+        With `embeddings=False`, the three embedding matrices are left out (the
+        usual 'non-embedding' count); their LayerNorm and any projection stay in.
+        """
+        h, d = arch.hidden, self.head_dim
+        width = self.embedding_size or h
+        total = 2 * width  # embedding LayerNorm
+        if self.embedding_size:
+            total += width * h + h  # ELECTRA embeddings_project
+        for n, f in zip(arch.heads, arch.ffn):
+            a = n * d
+            total += 3 * (h * a + a) + (a * h + h) + 2 * h  # q, k, v, attention output, LayerNorm
+            total += (h * f + f) + (f * h + h) + 2 * h  # FFN in, FFN out, LayerNorm
+        if self.has_pooler:
+            total += h * h + h
+        if embeddings:
+            total += self.embedding_params(arch)
+        return total
+
+    def flops(self, arch: ArchConfig, seq_len: int = 128) -> int:
+        """Matmul FLOPs (2 x multiply-adds) per token of the encoder at `seq_len`.
+
+        Counts the Q/K/V/output projections, the attention score and value products
+        (which grow with `seq_len`), the FFN, and the ELECTRA embedding projection.
+        Softmax, LayerNorm, activations and the per-sequence pooler are left out.
+        """
+        if seq_len < 1:
+            raise ValueError(f"flops: seq_len must be >= 1, got {seq_len}")
+        h, d = arch.hidden, self.head_dim
+        total = 2 * self.embedding_size * h if self.embedding_size else 0
+        for n, f in zip(arch.heads, arch.ffn):
+            a = n * d
+            total += 2 * (3 * h * a + a * h)  # projections
+            total += 2 * 2 * seq_len * a  # QK^T and AV, per query token
+            total += 2 * 2 * h * f  # FFN
+        return total

@@ -1,0 +1,179 @@
+"""Export a subnet as a standalone Hugging Face model directory.
+
+Archs a vanilla config can express (uniform heads and FFN, heads x head size ==
+hidden) become the teacher's own class (BertModel, RobertaModel, ElectraModel).
+Others use `MetanasBertModel`, whose code is written beside the weights with an
+`auto_map`, so `trust_remote_code=True` loads it where metanas is not installed.
+Weights are the supernet's tensors, prefix-sliced to the target model's shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
+
+from metanas.space import ArchConfig
+from metanas.supernet.model import ROBERTA_POSITION_TYPES, ElasticBert
+from metanas.supernet.remote.configuration_metanas_bert import MetanasBertConfig
+from metanas.supernet.remote.modeling_metanas_bert import MetanasBertModel
+
+REMOTE_DIR = Path(__file__).parent / "remote"
+REMOTE_FILES = ("configuration_metanas_bert.py", "modeling_metanas_bert.py")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+ARCH_FILE = "metanas_arch.json"
+
+AutoConfig.register(MetanasBertConfig.model_type, MetanasBertConfig, exist_ok=True)
+AutoModel.register(MetanasBertConfig, MetanasBertModel, exist_ok=True)
+
+
+def is_vanilla(sn: ElasticBert, arch: ArchConfig) -> bool:
+    """True when the teacher's own model class can express `arch`."""
+    space = sn.space
+    return (
+        arch.is_uniform
+        and arch.heads[0] * space.head_dim == arch.hidden
+        and space.embedding_size != arch.hidden  # ELECTRA drops its projection when the sizes agree
+    )
+
+
+def subnet_config(sn: ElasticBert, arch: ArchConfig) -> PretrainedConfig:
+    """The HF config of the standalone model for `arch` (vanilla class when possible)."""
+    base = sn.config.to_dict()
+    for key in ("architectures", "_name_or_path", "transformers_version", "auto_map", "dtype", "torch_dtype"):
+        base.pop(key, None)
+    if is_vanilla(sn, arch):
+        base.update(
+            hidden_size=arch.hidden,
+            num_hidden_layers=arch.depth,
+            num_attention_heads=arch.heads[0],
+            intermediate_size=arch.ffn[0],
+        )
+        if sn.config.model_type == "electra":
+            base["embedding_size"] = sn.space.embedding_size or arch.hidden
+        config = AutoConfig.for_model(**base)
+        return config
+    space = sn.space
+    return MetanasBertConfig(
+        vocab_size=space.vocab_size,
+        hidden_size=arch.hidden,
+        num_hidden_layers=arch.depth,
+        layer_heads=list(arch.heads),
+        layer_intermediate_sizes=list(arch.ffn),
+        attention_head_size=space.head_dim,
+        embedding_size=space.embedding_size,
+        hidden_act=sn.config.hidden_act,
+        hidden_dropout_prob=sn.config.hidden_dropout_prob,
+        attention_probs_dropout_prob=sn.config.attention_probs_dropout_prob,
+        max_position_embeddings=space.max_position_embeddings,
+        type_vocab_size=space.type_vocab_size,
+        layer_norm_eps=sn.config.layer_norm_eps,
+        pad_token_id=sn.config.pad_token_id if sn.config.pad_token_id is not None else 0,
+        position_style="roberta" if sn.config.model_type in ROBERTA_POSITION_TYPES else "bert",
+        add_pooling_layer=space.has_pooler,
+        auto_map={
+            "AutoConfig": "configuration_metanas_bert.MetanasBertConfig",
+            "AutoModel": "modeling_metanas_bert.MetanasBertModel",
+        },
+        architectures=["MetanasBertModel"],
+    )
+
+
+def build_subnet_model(sn: ElasticBert, arch: ArchConfig) -> PreTrainedModel:
+    """A standalone model for `arch` holding the supernet's prefix-sliced weights."""
+    sn.space.validate(arch)
+    config = subnet_config(sn, arch)
+    model = AutoModel.from_config(config)
+    ours = dict(sn.named_parameters())
+    state: dict[str, torch.Tensor] = {}
+    for name, target in model.named_parameters():
+        if name not in ours:
+            raise RuntimeError(f"export: the supernet has no parameter for {name}")
+        src = ours[name]
+        state[name] = src.detach()[tuple(slice(0, n) for n in target.shape)].clone()
+    model.load_state_dict(state, strict=False)
+    missing = set(dict(model.named_parameters())) - set(state)
+    if missing:
+        raise RuntimeError(f"export: no weights for {sorted(missing)[:5]}")
+    return model.eval()
+
+
+def _save_tokenizer(sn: ElasticBert, tokenizer: Any, target: Path) -> None:
+    if tokenizer is not None:
+        tokenizer.save_pretrained(target)
+        return
+    source = sn.source
+    if source and Path(source).is_dir():
+        copied = [f for f in TOKENIZER_FILES if (Path(source) / f).is_file()]
+        if not copied:
+            raise FileNotFoundError(f"export: no tokenizer files in the teacher directory {source}")
+        for f in copied:
+            shutil.copy2(Path(source) / f, target / f)
+    elif source:
+        AutoTokenizer.from_pretrained(source).save_pretrained(target)
+    else:
+        raise ValueError("export: the supernet has no teacher path to copy tokenizer files from; pass tokenizer=")
+
+
+def export(
+    sn: ElasticBert,
+    arch: ArchConfig,
+    out_dir: str | os.PathLike,
+    *,
+    tokenizer: Any = None,
+    overwrite: bool = False,
+    extra_info: dict[str, Any] | None = None,
+) -> Path:
+    """Write `arch` of `sn` as a model directory loadable by `AutoModel.from_pretrained`.
+
+    Everything is written into a temporary sibling directory first and renamed into
+    place at the end, so a failure never leaves a half-written `out_dir`.
+    """
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"export: {out} already exists; pass overwrite=True to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        model = build_subnet_model(sn, arch)
+        model.save_pretrained(tmp, safe_serialization=True)
+        if isinstance(model.config, MetanasBertConfig):
+            for f in REMOTE_FILES:
+                shutil.copy2(REMOTE_DIR / f, tmp / f)
+        _save_tokenizer(sn, tokenizer, tmp)
+        info = {
+            "arch": arch.to_dict(),
+            "space_signature": sn.space.signature(),
+            "teacher": sn.source,
+            "params": sn.space.params(arch),
+            "vanilla": not isinstance(model.config, MetanasBertConfig),
+            **(extra_info or {}),
+        }
+        (tmp / ARCH_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
