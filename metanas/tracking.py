@@ -12,6 +12,7 @@ import math
 import netrc
 import os
 import time
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -92,7 +93,11 @@ class Tracker:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._file = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")
         if use_wandb:
-            self._wandb_run = self._start_wandb(config, project, name, tags)
+            try:
+                self._wandb_run = self._start_wandb(config, project, name, tags)
+            except BaseException:
+                self.finish()
+                raise
 
     def _start_wandb(
         self, config: Mapping[str, Any] | None, project: str, name: str | None, tags: Sequence[str]
@@ -101,7 +106,7 @@ class Tracker:
 
         # A resumed run keeps logging into the same W&B run.
         id_file = self.run_dir / WANDB_ID_FILE
-        run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
         id_file.write_text(run_id)
         return wandb.init(
             project=project,

@@ -306,8 +306,10 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 @dataclass
 class TrainResult:
-    """Where a finished run put its outputs, and its headline numbers."""
+    """Where a finished run put its outputs, its headline numbers, and the trained modules."""
 
+    supernet: ElasticBert
+    objective: Objective
     run_dir: Path
     supernet_path: Path
     summary_path: Path
@@ -411,9 +413,11 @@ def train_supernet(recipe: Recipe, run_dir: str | os.PathLike | None = None, res
 
     accelerator = Accelerator(
         cpu=_cpu_distributed(),
-        mixed_precision="bf16" if t.bf16 else "no",
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    # bf16 autocast is ours rather than accelerate's mixed_precision, whose process-wide state
+    # would refuse a second run with a different setting in the same process.
+    autocast = functools.partial(torch.autocast, accelerator.device.type, torch.bfloat16, enabled=t.bf16)
     rank, world = accelerator.process_index, accelerator.num_processes
     is_main = accelerator.is_main_process
     device = accelerator.device
@@ -426,8 +430,9 @@ def train_supernet(recipe: Recipe, run_dir: str | os.PathLike | None = None, res
     torch.manual_seed(t.seed + rank)
 
     # ---- data (main process tokenizes first so the others read its cache)
-    teacher_config = load_teacher_config(recipe.teacher.path)
-    tokenizer = _load_tokenizer(recipe.teacher.path)
+    teacher_path = recipe.teacher.resolved_path()
+    teacher_config = load_teacher_config(teacher_path)
+    tokenizer = _load_tokenizer(teacher_path)
     with accelerator.main_process_first():
         bundle = build_datasets(recipe.data, tokenizer, teacher_config=teacher_config, cache_dir=run_dir / "cache")
     collate = Collator(tokenizer)
@@ -439,7 +444,7 @@ def train_supernet(recipe: Recipe, run_dir: str | os.PathLike | None = None, res
     ]
 
     # ---- model, objective, optimizer
-    sn = ElasticBert.from_teacher(recipe.teacher.path, space_overrides=recipe.space)
+    sn = ElasticBert.from_teacher(teacher_path, space_overrides=recipe.space)
     permutation = None
     if recipe.teacher.rewire:
         rewire_batch = _collate_rows(bundle.train, list(range(min(REWIRE_EXAMPLES, len(bundle.train)))), collate)
@@ -553,22 +558,23 @@ def train_supernet(recipe: Recipe, run_dir: str | os.PathLike | None = None, res
             for micro in range(t.grad_accum):
                 batch = next_batch()
                 step_tokens += int(batch["attention_mask"].sum())
-                with accelerator.autocast():
+                with autocast():
                     context = objective.prepare(sn, batch)
                 target = None
                 for j, (role, arch) in enumerate(archs):
                     last = micro == t.grad_accum - 1 and j == len(archs) - 1
                     distill = t.inplace_distill and role != "largest"
                     with contextlib.nullcontext() if last else accelerator.no_sync(ddp_model):
-                        loss, logs, qkv = ddp_model(
-                            batch,
-                            arch,
-                            context,
-                            capture_qkv=t.inplace_distill and role == "largest",
-                            distill_target=target if distill else None,
-                            distill_weight=t.inplace_weight,
-                            relation_heads=relation_heads,
-                        )
+                        with autocast():
+                            loss, logs, qkv = ddp_model(
+                                batch,
+                                arch,
+                                context,
+                                capture_qkv=t.inplace_distill and role == "largest",
+                                distill_target=target if distill else None,
+                                distill_weight=t.inplace_weight,
+                                relation_heads=relation_heads,
+                            )
                         accelerator.backward(loss / t.grad_accum)
                     if qkv is not None:
                         target = qkv
@@ -650,6 +656,8 @@ def train_supernet(recipe: Recipe, run_dir: str | os.PathLike | None = None, res
             (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
         accelerator.wait_for_everyone()
     return TrainResult(
+        supernet=sn,
+        objective=objective,
         run_dir=run_dir,
         supernet_path=run_dir / SUPERNET_FILE,
         summary_path=run_dir / SUMMARY_FILE,

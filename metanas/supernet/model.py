@@ -218,7 +218,8 @@ class ElasticBert(nn.Module):
         if self.space.embedding_size:
             x = self.embeddings_project(x, h)
         mask = None
-        if attention_mask is not None:
+        if attention_mask is not None and not bool(attention_mask.all()):
+            # like HF, skip the mask when nothing is padded: SDPA is faster without one
             mask = attention_mask.bool()[:, None, None, :]
         if output_qkv is True:
             qkv_layers = set(range(arch.depth))

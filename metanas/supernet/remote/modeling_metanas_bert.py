@@ -150,7 +150,9 @@ class MetanasBertModel(MetanasBertPreTrainedModel):
         x = self.embeddings(input_ids, token_type_ids)
         if self.embeddings_project is not None:
             x = self.embeddings_project(x)
-        mask = attention_mask.bool()[:, None, None, :] if attention_mask is not None else None
+        mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            mask = attention_mask.bool()[:, None, None, :]
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
         for layer in self.encoder.layer:

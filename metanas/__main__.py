@@ -1,0 +1,7 @@
+"""`python -m metanas` runs the `metanas` command (also under torchrun / accelerate launch)."""
+
+import sys
+
+from metanas.cli import main
+
+sys.exit(main())

@@ -1,0 +1,368 @@
+"""Costs of subnets and the budgets a search must respect.
+
+Parameters and FLOPs come from exact formulas in `SearchSpace`; latency is either
+measured on the exported-equivalent standalone model (HAT protocol: mean of the
+middle 80% of timed runs after warm-up) or predicted by a `LatencyPredictor`
+trained on such measurements, because measuring every candidate during a search
+costs seconds each while a prediction costs microseconds.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metanas.space import ArchConfig, RngLike, SearchSpace
+
+BUDGET_KEYS = ("params", "non_embedding_params", "flops", "latency_ms")
+DEFAULT_LATENCY_CACHE = Path("~/.cache/metanas/latency")
+
+Limit = float | str | None
+
+
+# --------------------------------------------------------------------------- budgets
+
+
+def _parse_limit(key: str, value: Any) -> Limit:
+    """A positive number, a relative string like '50%', or None; anything else is a ValueError."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.endswith("%"):
+            raise ValueError(f"budget {key}: {value!r} is not a number; use a number or a percentage like '50%'")
+        try:
+            pct = float(text[:-1])
+        except ValueError:
+            raise ValueError(f"budget {key}: {value!r} is not a valid percentage like '50%'") from None
+        if not math.isfinite(pct) or pct <= 0:
+            raise ValueError(f"budget {key}: must be a positive percentage, got {value!r}")
+        return f"{pct:g}%"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"budget {key}: expected a number or a percentage like '50%', got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"budget {key}: must be a positive limit, got {value!r}")
+    return value
+
+
+@dataclass
+class Budget:
+    """Upper limits on costs (None = unconstrained) and the setting they are measured in.
+
+    `flops` is per token at `seq_len` (as `SearchSpace.flops`); `latency_ms` is one
+    forward pass of a `batch_size` x `seq_len` batch. Any limit may be relative to
+    the teacher (the largest arch of the space), written as a string: the user's
+    "half the teacher's latency" is `latency_ms="50%"`. `resolve(cost_model)` turns
+    relative limits into absolute ones.
+    """
+
+    params: Limit = None
+    non_embedding_params: Limit = None
+    flops: Limit = None
+    latency_ms: Limit = None
+    seq_len: int = 128
+    batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        for key in BUDGET_KEYS:
+            setattr(self, key, _parse_limit(key, getattr(self, key)))
+        for key in ("seq_len", "batch_size"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"budget {key}: must be a positive integer, got {v!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Budget:
+        """Parse a recipe's `budget:` mapping; unknown keys fail with the nearest allowed one."""
+        allowed = [f.name for f in fields(cls)]
+        for key in data:
+            if key not in allowed:
+                near = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f"; did you mean {near[0]!r}?" if near else ""
+                raise ValueError(f"budget: unknown key {key!r}{hint} (allowed: {', '.join(allowed)})")
+        return cls(**dict(data))
+
+    def limits(self) -> dict[str, float | str]:
+        """The constrained keys and their limits."""
+        return {k: getattr(self, k) for k in BUDGET_KEYS if getattr(self, k) is not None}
+
+    @property
+    def is_relative(self) -> bool:
+        return any(isinstance(v, str) for v in self.limits().values())
+
+    def resolve(self, cost_model: CostModel) -> Budget:
+        """An absolute budget: each 'P%' limit becomes P% of the teacher's (largest arch's) cost."""
+        if not self.is_relative:
+            return self
+        teacher = cost_model.teacher_costs(need_latency=isinstance(self.latency_ms, str))
+        absolute = {
+            k: float(v[:-1]) / 100 * teacher[k] for k, v in self.limits().items() if isinstance(v, str)
+        }
+        return replace(self, **absolute)
+
+
+# --------------------------------------------------------------------------- cost model
+
+
+class CostModel:
+    """Costs of archs in `space` at one (seq_len, batch_size) setting.
+
+    `latency` is a callable arch -> ms (e.g. a measurement) or a `LatencyPredictor`;
+    without it, latency budgets are refused rather than silently ignored.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        seq_len: int = 128,
+        batch_size: int = 1,
+        latency: Callable[[ArchConfig], float] | LatencyPredictor | None = None,
+    ) -> None:
+        if isinstance(latency, LatencyPredictor):
+            if latency.space_signature != space.signature():
+                raise ValueError("CostModel: the latency predictor was trained for another search space")
+            if (latency.seq_len, latency.batch_size) != (seq_len, batch_size):
+                raise ValueError(
+                    f"CostModel: the latency predictor is for batch {latency.batch_size} x seq {latency.seq_len}, "
+                    f"not batch {batch_size} x seq {seq_len}"
+                )
+            latency = latency.predict
+        self.space = space
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self._latency = latency
+        self._teacher: dict[str, float] | None = None
+
+    @property
+    def has_latency(self) -> bool:
+        return self._latency is not None
+
+    def _cost(self, arch: ArchConfig, key: str) -> float:
+        if key == "params":
+            return self.space.params(arch)
+        if key == "non_embedding_params":
+            return self.space.params(arch, embeddings=False)
+        if key == "flops":
+            return self.space.flops(arch, self.seq_len)
+        if self._latency is None:
+            raise ValueError("CostModel: a latency_ms budget needs a latency source (a predictor or a measurement)")
+        return float(self._latency(arch))
+
+    def costs(self, arch: ArchConfig) -> dict[str, float]:
+        """params, non_embedding_params, flops (per token at seq_len) and, with a latency source, latency_ms.
+
+        The keys match `EvalRecord`'s cost fields, so `EvalRecord(..., **cm.costs(arch))` works.
+        """
+        keys = BUDGET_KEYS if self.has_latency else BUDGET_KEYS[:3]
+        return {k: self._cost(arch, k) for k in keys}
+
+    def teacher_costs(self, need_latency: bool = False) -> dict[str, float]:
+        """Costs of the largest arch (the teacher), computed once."""
+        if need_latency and not self.has_latency:
+            raise ValueError("CostModel: a relative latency_ms budget needs a latency source")
+        if self._teacher is None:
+            self._teacher = self.costs(self.space.largest())
+        return self._teacher
+
+    def _absolute(self, budget: Budget) -> Budget:
+        if (budget.seq_len, budget.batch_size) != (self.seq_len, self.batch_size):
+            raise ValueError(
+                f"budget is for batch {budget.batch_size} x seq {budget.seq_len} but the CostModel counts "
+                f"batch {self.batch_size} x seq {self.seq_len}; build the CostModel with the budget's setting"
+            )
+        if budget.latency_ms is not None and not self.has_latency:
+            raise ValueError("CostModel: a latency_ms budget needs a latency source (a predictor or a measurement)")
+        return budget.resolve(self)
+
+    def feasible(self, arch: ArchConfig, budget: Budget) -> bool:
+        """True when `arch` meets every limit; latency, the costly one, is evaluated last."""
+        for key, limit in self._absolute(budget).limits().items():
+            if self._cost(arch, key) > limit:
+                return False
+        return True
+
+    def check_feasible(self, budget: Budget) -> Budget:
+        """Raise when even the smallest arch breaks a limit; return the absolute budget.
+
+        Every cost grows with every dimension, so the smallest arch has the smallest
+        achievable cost and a budget it breaks cannot be met by any arch.
+        """
+        absolute = self._absolute(budget)
+        smallest = self.space.smallest()
+        for key, limit in absolute.limits().items():
+            need = self._cost(smallest, key)
+            if need > limit:
+                raise ValueError(
+                    f"infeasible budget: {key} <= {limit:,.6g} but the smallest arch in the space needs "
+                    f"{need:,.6g} ({smallest.to_json()})"
+                )
+        return absolute
+
+    def sample_feasible(self, rng: RngLike, budget: Budget, max_tries: int = 1000) -> ArchConfig:
+        """A random arch within `budget`.
+
+        Rejection sampling for up to `max_tries` draws keeps the space's distribution;
+        when the budget is so tight that none is accepted, a random draw is shrunk one
+        choice at a time (a random dimension each step) until it fits. Shrinking ends
+        at the smallest arch, which `check_feasible` guarantees fits, so this always
+        terminates after a bounded number of cost evaluations.
+        """
+        if max_tries < 0:
+            raise ValueError(f"sample_feasible: max_tries must be >= 0, got {max_tries}")
+        r = rng if isinstance(rng, random.Random) else random.Random(rng)
+        absolute = self.check_feasible(budget)
+        for _ in range(max_tries):
+            arch = self.space.sample(r)
+            if self.feasible(arch, absolute):
+                return arch
+        arch = self.space.sample(r)
+        while not self.feasible(arch, absolute):
+            arch = self._shrink(arch, r)
+        return arch
+
+    def _shrink(self, arch: ArchConfig, r: random.Random) -> ArchConfig:
+        """One step towards the smallest arch in a random dimension that can still shrink."""
+        s = self.space
+
+        def lower(choices: tuple[int, ...], v: int) -> int:
+            return max(c for c in choices if c < v)
+
+        moves: list[tuple[str, int]] = []
+        if arch.depth > min(s.depth_choices):
+            moves.append(("depth", 0))
+        if arch.hidden > min(s.hidden_choices):
+            moves.append(("hidden", 0))
+        moves += [("heads", i) for i, v in enumerate(arch.heads) if v > min(s.head_choices)]
+        moves += [("ffn", i) for i, v in enumerate(arch.ffn) if v > min(s.ffn_choices)]
+        if not moves:
+            raise ValueError("sample_feasible: the smallest arch no longer fits the budget (a noisy latency source?)")
+        name, i = r.choice(moves)
+        if name == "depth":
+            d = lower(s.depth_choices, arch.depth)
+            return ArchConfig(d, arch.hidden, arch.heads[:d], arch.ffn[:d])
+        if name == "hidden":
+            return replace(arch, hidden=lower(s.hidden_choices, arch.hidden))
+        values = list(getattr(arch, name))
+        values[i] = lower(s.head_choices if name == "heads" else s.ffn_choices, values[i])
+        return replace(arch, **{name: tuple(values)})
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Timings of one workload in ms; `mean_ms` is HAT's mean of the middle 80%."""
+
+    mean_ms: float
+    median_ms: float
+    p90_ms: float
+    timings_ms: tuple[float, ...]
+
+    @classmethod
+    def from_timings(cls, timings_ms: Sequence[float]) -> LatencyStats:
+        """Drop the fastest and slowest 10% (outliers from scheduling) and average the rest."""
+        if not timings_ms:
+            raise ValueError("LatencyStats: no timings")
+        ordered = sorted(float(t) for t in timings_ms)
+        n = len(ordered)
+        k = int(n * 0.1)
+        middle = ordered[k : n - k]
+        p90 = ordered[min(n - 1, math.ceil(0.9 * n) - 1)]
+        return cls(statistics.fmean(middle), statistics.median(ordered), p90, tuple(timings_ms))
+
+
+def measure_latency(
+    fn: Callable[[], Any], warmup: int = 10, runs: int = 50, sync: Callable[[], None] | None = None
+) -> LatencyStats:
+    """Time `fn()` `runs` times after `warmup` untimed calls; `sync` waits for async devices."""
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"measure_latency: need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    for _ in range(warmup):
+        fn()
+    if sync:
+        sync()
+    timings = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        timings.append((time.perf_counter() - start) * 1000.0)
+    return LatencyStats.from_timings(timings)
+
+
+def measure_arch_latency(
+    sn: Any,
+    arch: ArchConfig,
+    batch_size: int = 1,
+    seq_len: int = 128,
+    threads: int | None = None,
+    device: str = "cpu",
+    warmup: int = 10,
+    runs: int = 50,
+    seed: int = 0,
+) -> LatencyStats:
+    """Latency of the exported-equivalent standalone model for `arch` (not the supernet).
+
+    The supernet's slicing adds overhead the deployed model does not have, so the
+    arch is built as the standalone model `export` would write and timed under
+    `torch.inference_mode` on seeded random ids.
+    """
+    import torch
+
+    from metanas.supernet.export import build_subnet_model
+
+    model = build_subnet_model(sn, arch).to(device)
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, sn.space.vocab_size, (batch_size, seq_len), generator=gen).to(device)
+    mask = torch.ones_like(ids)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else None
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            return measure_latency(lambda: model(input_ids=ids, attention_mask=mask), warmup, runs, sync)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_fingerprint(threads: int | None = None, device: str = "cpu") -> str:
+    """Names the hardware and software a latency was measured on, to key caches.
+
+    Latency depends on the CPU model, the thread count, the torch build and the
+    accelerator, so a predictor for one never silently serves another.
+    """
+    import torch
+
+    dev = torch.device(device)
+    parts = [f"cpu={_cpu_model()}", f"threads={threads or torch.get_num_threads()}", f"torch={torch.__version__}"]
+    if dev.type == "cuda":
+        parts.append(f"device={torch.cuda.get_device_name(dev)}")
+    else:
+        parts.append(f"device={dev.type}")
+    return "|".join(parts)
