@@ -81,8 +81,8 @@ COMMANDS: list[Command] = [
 # --------------------------------------------------------------------------- entry point
 
 
-def build_parser(commands: Sequence[Command] = tuple(COMMANDS)) -> argparse.ArgumentParser:
-    """The top-level parser with one subparser per command; every option shows its default."""
+def build_parser(commands: Sequence[Command] | None = None) -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per command (default: `COMMANDS`); options show defaults."""
     from metanas import __version__
 
     parser = argparse.ArgumentParser(
@@ -93,7 +93,7 @@ def build_parser(commands: Sequence[Command] = tuple(COMMANDS)) -> argparse.Argu
     parser.add_argument("--version", action="version", version=f"metanas {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in commands:
+    for command in COMMANDS if commands is None else commands:
         p = sub.add_parser(
             command.name,
             help=command.help,

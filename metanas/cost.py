@@ -21,11 +21,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from metanas.space import ArchConfig, RngLike, SearchSpace
+
+if TYPE_CHECKING:  # torch-heavy; imported lazily so budgets and FLOPs maths stay quick
+    from metanas.supernet.model import ElasticBert
 
 BUDGET_KEYS = ("params", "non_embedding_params", "flops", "latency_ms")
 DEFAULT_LATENCY_CACHE = Path("~/.cache/metanas/latency")
@@ -87,6 +90,8 @@ class Budget:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Budget:
         """Parse a recipe's `budget:` mapping; unknown keys fail with the nearest allowed one."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"budget: expected a mapping of limits, got {type(data).__name__}")
         allowed = [f.name for f in fields(cls)]
         for key in data:
             if key not in allowed:
@@ -108,13 +113,15 @@ class Budget:
         if not self.is_relative:
             return self
         teacher = cost_model.teacher_costs(need_latency=isinstance(self.latency_ms, str))
-        absolute = {
-            k: float(v[:-1]) / 100 * teacher[k] for k, v in self.limits().items() if isinstance(v, str)
-        }
+        absolute = {k: float(v[:-1]) / 100 * teacher[k] for k, v in self.limits().items() if isinstance(v, str)}
         return replace(self, **absolute)
 
 
 # --------------------------------------------------------------------------- cost model
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 class CostModel:
@@ -144,7 +151,7 @@ class CostModel:
         self.seq_len = seq_len
         self.batch_size = batch_size
         self._latency = latency
-        self._teacher: dict[str, float] | None = None
+        self._edge_costs: dict[ArchConfig, dict[str, float]] = {}  # largest and smallest arch, computed once
 
     @property
     def has_latency(self) -> bool:
@@ -173,9 +180,12 @@ class CostModel:
         """Costs of the largest arch (the teacher), computed once."""
         if need_latency and not self.has_latency:
             raise ValueError("CostModel: a relative latency_ms budget needs a latency source")
-        if self._teacher is None:
-            self._teacher = self.costs(self.space.largest())
-        return self._teacher
+        return self._edge(self.space.largest())
+
+    def _edge(self, arch: ArchConfig) -> dict[str, float]:
+        if arch not in self._edge_costs:
+            self._edge_costs[arch] = self.costs(arch)
+        return self._edge_costs[arch]
 
     def _absolute(self, budget: Budget) -> Budget:
         if (budget.seq_len, budget.batch_size) != (self.seq_len, self.batch_size):
@@ -203,11 +213,11 @@ class CostModel:
         absolute = self._absolute(budget)
         smallest = self.space.smallest()
         for key, limit in absolute.limits().items():
-            need = self._cost(smallest, key)
+            need = self._edge(smallest)[key]
             if need > limit:
                 raise ValueError(
-                    f"infeasible budget: {key} <= {limit:,.6g} but the smallest arch in the space needs "
-                    f"{need:,.6g} ({smallest.to_json()})"
+                    f"infeasible budget: {key} <= {_fmt(limit)} but the smallest arch in the space needs "
+                    f"{_fmt(need)} ({smallest.to_json()})"
                 )
         return absolute
 
@@ -306,7 +316,7 @@ def measure_latency(
 
 
 def measure_arch_latency(
-    sn: Any,
+    sn: ElasticBert,
     arch: ArchConfig,
     batch_size: int = 1,
     seq_len: int = 128,
@@ -366,3 +376,265 @@ def device_fingerprint(threads: int | None = None, device: str = "cpu") -> str:
     else:
         parts.append(f"device={dev.type}")
     return "|".join(parts)
+
+
+# --------------------------------------------------------------------------- latency predictor
+
+FEATURE_NAMES = (
+    "bias",
+    "layers",
+    "attn_proj",
+    "attn_scores",
+    "ffn",
+    "ffn_act",
+    "layer_norm",
+    "embed",
+    "embed_proj",
+    "pooler",
+)
+
+
+def latency_features(space: SearchSpace, arch: ArchConfig, batch_size: int, seq_len: int) -> np.ndarray:
+    """Work terms that a transformer's latency is close to linear in, one per `FEATURE_NAMES`.
+
+    Per layer: a fixed dispatch cost, the Q/K/V/output projections (tokens x hidden x
+    attention width), attention scores and values (batch x seq^2 x width), the FFN
+    matmuls (tokens x hidden x ffn), its activation (tokens x ffn) and the
+    LayerNorms/residuals (tokens x hidden); once: the embeddings (tokens x hidden),
+    ELECTRA's projection and the pooler. Scaled to millions so weights read as ms per Mop.
+    """
+    tokens = batch_size * seq_len
+    h = arch.hidden
+    widths = [n * space.head_dim for n in arch.heads]
+    emb_proj = tokens * space.embedding_size * h if space.embedding_size else 0
+    return np.array(
+        [
+            1.0,
+            arch.depth,
+            tokens * h * sum(widths) / 1e6,
+            batch_size * seq_len * seq_len * sum(widths) / 1e6,
+            tokens * h * sum(arch.ffn) / 1e6,
+            tokens * sum(arch.ffn) / 1e6,
+            tokens * h * arch.depth / 1e6,
+            tokens * h / 1e6,
+            emb_proj / 1e6,
+            batch_size * h * h / 1e6,
+        ]
+    )
+
+
+def _mape(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(np.mean(np.abs(pred - true) / true) * 100.0)
+
+
+class LatencyPredictor:
+    """Latency (ms) of an arch at one (batch, seq_len) on one device, from arch features.
+
+    Model: non-negative least squares on `latency_features`, weighted by 1/latency
+    so it minimises relative error (what MAPE measures). Chosen over an MLP (HAT's
+    choice) because latency is nearly linear in these physical work terms: with a
+    few hundred measurements the linear model has no variance to fight, the
+    non-negative weights keep it monotone in every dimension (bigger never predicts
+    faster) and it extrapolates sanely to the teacher. Held-out MAPE measured by
+    `scripts/bench_latency.py` is in that script's report.
+    """
+
+    FORMAT = "metanas-latency-predictor"
+    VERSION = 1
+
+    def __init__(self, space: SearchSpace, batch_size: int = 1, seq_len: int = 128, device: str = "") -> None:
+        self.space = space
+        self.batch_size = batch_size
+        self.seq_len = seq_len
+        self.device = device  # a `device_fingerprint`, "" when unknown
+        self.weights: np.ndarray | None = None
+        self.holdout_mape: float | None = None
+        # (arch, latency ms, "train" | "holdout") of the measurements behind `build`.
+        self.measurements: list[tuple[ArchConfig, float, str]] = []
+
+    @property
+    def space_signature(self) -> str:
+        return self.space.signature()
+
+    def features(self, arch: ArchConfig) -> np.ndarray:
+        return latency_features(self.space, arch, self.batch_size, self.seq_len)
+
+    def _matrix(self, archs: Sequence[ArchConfig]) -> np.ndarray:
+        return np.stack([self.features(a) for a in archs])
+
+    def fit(self, archs: Sequence[ArchConfig], latencies_ms: Sequence[float]) -> LatencyPredictor:
+        """Fit the weights to measured latencies; returns self."""
+        from scipy.optimize import nnls
+
+        y = np.asarray(latencies_ms, dtype=float)
+        if len(archs) != len(y) or len(y) < 2:
+            raise ValueError(f"fit: need >= 2 archs with one latency each, got {len(archs)} archs, {len(y)} latencies")
+        if not np.all(np.isfinite(y)) or np.any(y <= 0):
+            raise ValueError("fit: latencies must be positive finite numbers")
+        x = self._matrix(archs) / y[:, None]  # relative residuals: (x.w - y) / y
+        scale = np.linalg.norm(x, axis=0)
+        scale[scale == 0] = 1.0  # features constant at zero in this space (e.g. no ELECTRA projection)
+        w, _ = nnls(x / scale, np.ones(len(y)))
+        self.weights = w / scale
+        return self
+
+    def predict(self, arch: ArchConfig) -> float:
+        if self.weights is None:
+            raise ValueError("LatencyPredictor: call fit() or load() before predict()")
+        return float(self.features(arch) @ self.weights)
+
+    def __call__(self, arch: ArchConfig) -> float:
+        return self.predict(arch)
+
+    def mape(self, archs: Sequence[ArchConfig], latencies_ms: Sequence[float]) -> float:
+        """Mean absolute percentage error in percent (3.0 means 3%)."""
+        return _mape(np.array([self.predict(a) for a in archs]), np.asarray(latencies_ms, dtype=float))
+
+    # ----- persistence ------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        if self.weights is None:
+            raise ValueError("LatencyPredictor: nothing to save before fit()")
+        return {
+            "format": self.FORMAT,
+            "version": self.VERSION,
+            "space_signature": self.space_signature,
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "seq_len": self.seq_len,
+            "features": list(FEATURE_NAMES),
+            "weights": [float(w) for w in self.weights],
+            "holdout_mape": self.holdout_mape,
+            "measurements": [{"arch": a.to_dict(), "latency_ms": ms, "split": s} for a, ms, s in self.measurements],
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write JSON atomically (a temporary file renamed into place), so readers never see half a file."""
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        os.replace(tmp, out)
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, space: SearchSpace) -> LatencyPredictor:
+        """Read a predictor saved for `space`; another space or format version is a ValueError."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not a latency predictor file ({e})") from None
+        if not isinstance(data, dict) or data.get("format") != cls.FORMAT:
+            raise ValueError(f"{path}: not a latency predictor file")
+        if data.get("version") != cls.VERSION:
+            raise ValueError(
+                f"{path}: predictor format version {data.get('version')}; this metanas reads {cls.VERSION}"
+            )
+        if data["space_signature"] != space.signature():
+            raise ValueError(
+                f"{path}: predictor is for search space {data['space_signature']}, not {space.signature()}; "
+                "build one for this space"
+            )
+        if data["features"] != list(FEATURE_NAMES):
+            raise ValueError(f"{path}: predictor features {data['features']} differ from {list(FEATURE_NAMES)}")
+        pred = cls(space, data["batch_size"], data["seq_len"], data["device"])
+        pred.weights = np.asarray(data["weights"], dtype=float)
+        pred.holdout_mape = data["holdout_mape"]
+        pred.measurements = [
+            (ArchConfig.from_dict(m["arch"]), m["latency_ms"], m["split"]) for m in data["measurements"]
+        ]
+        return pred
+
+    # ----- measuring and fitting ----------------------------------------------
+    @classmethod
+    def cache_path(
+        cls, cache_dir: str | os.PathLike, space: SearchSpace, fingerprint: str, batch_size: int, seq_len: int
+    ) -> Path:
+        """One file per (space, device, batch, seq_len)."""
+        dev = hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
+        return Path(cache_dir).expanduser() / f"{space.signature()}-{dev}-b{batch_size}-s{seq_len}.json"
+
+    @classmethod
+    def build(
+        cls,
+        sn: ElasticBert,
+        arch_sampler: Callable[[random.Random], ArchConfig] | None = None,
+        n: int = 200,
+        batch_size: int = 1,
+        seq_len: int = 128,
+        threads: int | None = None,
+        cache_dir: str | os.PathLike | None = DEFAULT_LATENCY_CACHE,
+        *,
+        device: str = "cpu",
+        warmup: int = 10,
+        runs: int = 50,
+        rounds: int = 1,
+        holdout: float = 0.2,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> LatencyPredictor:
+        """Measure `n` archs of the supernet `sn`, fit on all but a `holdout` share, and cache.
+
+        The smallest and largest archs are always measured and trained on, so
+        predictions never extrapolate past the space; the rest come from
+        `arch_sampler(rng)` (default: uniform `space.sample`). `holdout_mape` is the
+        error on the kept-out share. A cached predictor with >= `n` measurements for
+        this (space, device fingerprint, batch, seq_len) is returned without
+        measuring; one with fewer is topped up.
+
+        `rounds` > 1 measures every arch again in later passes (in a new order) and
+        keeps its lowest HAT mean: on a shared machine other processes' load comes
+        and goes, and a later pass catches a quieter moment for each arch.
+        """
+        if not 0.0 <= holdout < 1.0:
+            raise ValueError(f"build: holdout must be in [0, 1), got {holdout}")
+        if rounds < 1:
+            raise ValueError(f"build: rounds must be >= 1, got {rounds}")
+        space = sn.space
+        fingerprint = device_fingerprint(threads, device)
+        path = cls.cache_path(cache_dir, space, fingerprint, batch_size, seq_len) if cache_dir is not None else None
+        measured: list[tuple[ArchConfig, float, str]] = []
+        if path is not None and path.is_file():
+            cached = cls.load(path, space)
+            if len(cached.measurements) >= n:
+                return cached
+            measured = list(cached.measurements)
+
+        rng = random.Random(seed)
+        sampler = arch_sampler or space.sample
+        seen = {a for a, _, _ in measured}
+        todo = [a for a in (space.smallest(), space.largest()) if a not in seen]
+        seen.update(todo)
+        for _ in range(50 * n):  # bounded: a small space may hold fewer than n distinct archs
+            if len(seen) >= n:
+                break
+            arch = sampler(rng)
+            if arch not in seen:
+                seen.add(arch)
+                todo.append(arch)
+
+        from tqdm.auto import tqdm
+
+        edges = (space.smallest(), space.largest())
+        candidates = [i for i, a in enumerate(todo) if a not in edges]
+        held_out = set(rng.sample(candidates, round(holdout * len(candidates))))
+        best = [math.inf] * len(todo)
+        order = list(range(len(todo)))
+        with tqdm(total=len(todo) * rounds, desc="latency", unit="arch", disable=not progress) as bar:
+            for _ in range(rounds):
+                for i in order:
+                    stats = measure_arch_latency(sn, todo[i], batch_size, seq_len, threads, device, warmup, runs, seed)
+                    best[i] = min(best[i], stats.mean_ms)
+                    bar.update()
+                rng.shuffle(order)
+        measured += [(a, ms, "holdout" if i in held_out else "train") for i, (a, ms) in enumerate(zip(todo, best))]
+
+        pred = cls(space, batch_size, seq_len, fingerprint)
+        pred.measurements = measured
+        train = [(a, ms) for a, ms, s in measured if s == "train"]
+        held = [(a, ms) for a, ms, s in measured if s == "holdout"]
+        pred.fit([a for a, _ in train], [ms for _, ms in train])
+        if held:
+            pred.holdout_mape = pred.mape([a for a, _ in held], [ms for _, ms in held])
+        if path is not None:
+            pred.save(path)
+        return pred

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from metanas.objectives.base import Objective
 from metanas.space import ArchConfig
-from metanas.supernet.model import ElasticBert
+
+if TYPE_CHECKING:  # kept out of the import path: the search runner needs no model code
+    from metanas.objectives.base import Objective
+    from metanas.supernet.model import ElasticBert
 
 
 class Evaluator:

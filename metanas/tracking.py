@@ -33,9 +33,7 @@ def wandb_api_key_configured() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     host = urlsplit(os.environ.get("WANDB_BASE_URL", DEFAULT_WANDB_HOST)).netloc
-    path = os.environ.get("NETRC") or os.path.join(
-        os.path.expanduser("~"), "_netrc" if os.name == "nt" else ".netrc"
-    )
+    path = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), "_netrc" if os.name == "nt" else ".netrc")
     try:
         creds = netrc.netrc(path).authenticators(host)
     except (OSError, netrc.NetrcParseError):

@@ -53,7 +53,6 @@ TOKENIZER_DIR = "tokenizer"
 CHECKPOINT_FORMAT = "metanas.train-checkpoint/1"
 SUPERNET_FORMAT = "metanas.supernet/1"
 REWIRE_EXAMPLES = 64  # training examples used to measure head/neuron importance
-EVAL_ROLES = ("smallest", "middle", "largest")
 
 
 # --------------------------------------------------------------------------- sampling and schedules
@@ -306,7 +305,11 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 @dataclass
 class TrainResult:
-    """Where a finished run put its outputs, its headline numbers, and the trained modules."""
+    """Where a finished run put its outputs, its headline numbers, and the trained modules.
+
+    `before`/`after`: validation metric per probe subnet (smallest, middle, largest);
+    `final_losses`: the last logged training means (`loss/<role>`, `grad_norm`).
+    """
 
     supernet: ElasticBert
     objective: Objective

@@ -11,6 +11,7 @@ student's head count or hidden width (MiniLMv2, Wang et al. 2021).
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from typing import Any
 
@@ -30,6 +31,7 @@ from metanas.supernet.model import ElasticBert
 from metanas.supernet.ops import ElasticLinear
 
 QKV = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+EVAL_CACHE_SIZE = 64  # validation batches whose teacher outputs are kept
 
 
 def resolve_relation_heads(student_width: int, teacher_width: int, requested: int) -> int:
@@ -198,6 +200,22 @@ class KDObjective(Objective):
         parts["kd"] = total.detach().item()
         return total, parts
 
+    def _eval_context(self, sn: ElasticBert, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Teacher outputs for a validation batch, cached by content: a search scores
+        hundreds of subnets on the same few batches, and the frozen teacher's
+        outputs never change."""
+        ids = batch["input_ids"]
+        key = hashlib.sha1(ids.cpu().numpy().tobytes() + str(tuple(ids.shape)).encode()).hexdigest()
+        mask = batch.get("attention_mask")
+        if mask is not None:
+            key += hashlib.sha1(mask.cpu().numpy().tobytes()).hexdigest()
+        cache = self.__dict__.setdefault("_eval_cache", {})
+        if key not in cache:
+            if len(cache) >= EVAL_CACHE_SIZE:
+                cache.pop(next(iter(cache)))
+            cache[key] = self.prepare(sn, batch)
+        return cache[key]
+
     def evaluate(self, sn: ElasticBert, arch: ArchConfig, batches: list[dict[str, torch.Tensor]]) -> float:
         """Mean KD loss over the validation batches (eval mode, no dropout)."""
         check_batches("KDObjective", batches)
@@ -206,6 +224,6 @@ class KDObjective(Objective):
         with evaluation(sn, self):
             for batch in batches:
                 batch = to_device(batch, device)
-                loss, _ = self.loss(sn, batch, arch, self.prepare(sn, batch))
+                loss, _ = self.loss(sn, batch, arch, self._eval_context(sn, batch))
                 total += float(loss)
         return total / len(batches)

@@ -13,9 +13,15 @@ from metanas.search.base import Evaluation, Feasible, Sampler, Strategy
 from metanas.search.evolution import Evolution
 from metanas.search.nsga2 import NSGA2, crowding_distance, dominates, non_dominated_sort, pareto_front_indices
 from metanas.search.random_search import RandomSearch
+from metanas.search.warm import WarmStartEvolution
 from metanas.space import SearchSpace
 
-STRATEGIES: dict[str, type[Strategy]] = {"random": RandomSearch, "evolution": Evolution, "nsga2": NSGA2}
+STRATEGIES: dict[str, type[Strategy]] = {
+    "random": RandomSearch,
+    "evolution": Evolution,
+    "nsga2": NSGA2,
+    "warm_evolution": WarmStartEvolution,
+}
 
 __all__ = [
     "NSGA2",
@@ -23,14 +29,26 @@ __all__ = [
     "Evaluation",
     "Evolution",
     "RandomSearch",
+    "SearchResult",
     "Strategy",
+    "WarmStartEvolution",
     "crowding_distance",
     "dominates",
     "make_strategy",
     "non_dominated_sort",
     "pareto_front_indices",
+    "run_search",
     "strategy_options",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The runner pulls in matplotlib and SQLAlchemy; strategies alone stay light.
+    if name in ("run_search", "SearchResult"):
+        from metanas.search import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'metanas.search' has no attribute {name!r}")
 
 
 def strategy_options(name: str) -> tuple[str, ...]:

@@ -119,7 +119,6 @@ class Strategy(ABC):
             c = None if costs is None else {k: float(v) for k, v in costs[i].items() if v is not None}
             self.evaluated[arch] = Evaluation(arch, -math.inf if math.isnan(f) else f, c)
             self._pending.pop(arch, None)
-        self._after_tell(list(archs))
         self.generation += 1
 
     @property
@@ -130,9 +129,6 @@ class Strategy(ABC):
     @abstractmethod
     def _schedule_over(self) -> bool:
         """True when the configured number of generations or samples is reached."""
-
-    def _after_tell(self, archs: list[ArchConfig]) -> None:
-        """Hook for strategies that update a population after each generation."""
 
     def options(self) -> dict[str, Any]:
         """The constructor options (besides space, predicate and sampler) that define this search."""
@@ -149,7 +145,6 @@ class Strategy(ABC):
             "evaluated": [e.to_dict() for e in self.evaluated.values()],
             "pending": [[arch.to_dict(), origin] for arch, origin in self._pending.items()],
             "exhausted": self._exhausted,
-            **self._extra_state(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -166,14 +161,6 @@ class Strategy(ABC):
             self.evaluated[e.arch] = e
         self._pending = {ArchConfig.from_dict(a): origin for a, origin in state["pending"]}
         self._exhausted = bool(state["exhausted"])
-        self._load_extra_state(state)
-
-    def _extra_state(self) -> dict[str, Any]:
-        """Hook: strategy-specific JSON-able state (e.g. a population)."""
-        return {}
-
-    def _load_extra_state(self, state: Mapping[str, Any]) -> None:
-        """Hook: restore what `_extra_state` saved."""
 
     # ----- helpers for subclasses -------------------------------------------
     def origin(self, arch: ArchConfig) -> str:

@@ -174,8 +174,6 @@ class NSGA2(Strategy):
         if costs is None or any(c.get(self.cost_key) is None for c in costs):
             raise ValueError(f"NSGA2.tell: every arch needs costs with {self.cost_key!r}")
         super().tell(archs, fitnesses, costs)
-
-    def _after_tell(self, archs: list[ArchConfig]) -> None:
         pool = list(dict.fromkeys([*self.population, *archs]))
         points = [self.point(self.evaluated[a]) for a in pool]
         self.population = [pool[i] for i in select_survivors(points, self.population_size)]
@@ -219,8 +217,9 @@ class NSGA2(Strategy):
         front = [evals[i] for i in pareto_front_indices([self.point(e) for e in evals])]
         return sorted(front, key=lambda e: e.costs[self.cost_key])
 
-    def _extra_state(self) -> dict[str, Any]:
-        return {"population": [a.to_dict() for a in self.population]}
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "population": [a.to_dict() for a in self.population]}
 
-    def _load_extra_state(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
         self.population = [ArchConfig.from_dict(a) for a in state["population"]]

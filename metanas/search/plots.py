@@ -13,6 +13,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 COST_LABELS = {
     "params": "parameters (M)",
@@ -66,7 +67,7 @@ def plot_pareto(
     ax.set_ylabel(metric_label)
     ax.set_title("search: fitness vs cost")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     return _save(fig, path)
 
 
@@ -78,8 +79,9 @@ def plot_curve(stats: Sequence[Mapping[str, Any]], path: str | os.PathLike, *, m
     ax.plot(gens, [s["best"] for s in stats], marker="o", color="tab:red", label="best so far")
     ax.plot(gens, [s["median"] for s in stats], marker=".", color="tab:blue", label="generation median")
     ax.set_xlabel("generation")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric_label)
     ax.set_title("search progress")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     return _save(fig, path)

@@ -1,0 +1,448 @@
+"""Drive a search strategy: evaluate, record, checkpoint, resume, report.
+
+One generation is: `ask`, evaluate every proposed arch (its costs from the cost
+model, its fitness from the evaluator), `tell`. Every evaluation is written to the
+history store as soon as it is made, and the whole search state is written
+atomically to `run_dir/search_state.json` after each completed generation. A
+restarted run loads that state, so the strategy proposes exactly what the
+interrupted run was evaluating; archs the history already holds for this run are
+reused from it instead of being evaluated and recorded again, so the history ends
+with neither gaps nor duplicates.
+
+Outputs in `run_dir`: `search.json` (best arch, Pareto front, per-generation
+stats, speed), `pareto.png` and `curve.png`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import statistics
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from metanas.cost import BUDGET_KEYS, Budget, CostModel
+from metanas.meta.history import EvalRecord
+from metanas.search import make_strategy
+from metanas.search.nsga2 import pareto_front_indices
+from metanas.search.plots import plot_curve, plot_pareto
+from metanas.search.warm import WarmStartEvolution
+from metanas.space import ArchConfig, SearchSpace
+
+if TYPE_CHECKING:
+    from metanas.evaluate import Evaluator
+    from metanas.meta.history import HistoryStore
+    from metanas.tracking import Tracker
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "search_state.json"
+RESULT_FILE = "search.json"
+PARETO_PLOT = "pareto.png"
+CURVE_PLOT = "curve.png"
+STATE_FORMAT = "metanas.search-state/1"
+RESULT_FORMAT = "metanas.search/1"
+SAMPLER_TRIES = 200  # rejection draws per constraint-aware sample before shrinking a draw to fit
+# With no explicit cost objective, the front and plots use the budget's tightest-to-deploy limit.
+COST_PREFERENCE = ("latency_ms", "flops", "non_embedding_params", "params")
+
+
+@dataclass
+class SearchResult:
+    """What a finished search found, and where its outputs are."""
+
+    run_dir: Path
+    run_id: str
+    best_arch: ArchConfig
+    best_fitness: float
+    best_metric: float
+    best_costs: dict[str, float]
+    metric_name: str
+    cost_key: str
+    pareto_front: list[dict[str, Any]]
+    generations: list[dict[str, Any]]
+    num_evaluations: int
+    evals_per_minute: float
+    result_path: Path
+    pareto_plot: Path
+    curve_plot: Path
+
+
+def atomic_write_json(data: Any, path: Path) -> None:
+    """Temp file in the same directory, fsync, `os.replace`: a reader never sees a torn file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def choose_cost_key(objectives: Sequence[str], budget: Budget) -> str:
+    """The cost of the Pareto front: the second objective, else the budget's first limit in
+    `COST_PREFERENCE`, else params."""
+    if len(objectives) == 2:
+        return objectives[1]
+    limits = budget.limits()
+    return next((k for k in COST_PREFERENCE if k in limits), "params")
+
+
+def _check_objectives(objectives: Sequence[str], strategy_name: str) -> None:
+    if not objectives or objectives[0] != "fitness" or len(objectives) > 2:
+        raise ValueError(f"objectives must be ('fitness',) or ('fitness', COST); got {tuple(objectives)}")
+    if len(objectives) == 2:
+        if objectives[1] not in BUDGET_KEYS:
+            raise ValueError(f"objectives: the cost must be one of {', '.join(BUDGET_KEYS)}; got {objectives[1]!r}")
+        if strategy_name in ("evolution", WarmStartEvolution.name):
+            raise ValueError(f"a multi-objective search needs strategy 'nsga2' (or 'random'), not {strategy_name!r}")
+    elif strategy_name == "nsga2":
+        raise ValueError("strategy 'nsga2' needs two objectives, e.g. ('fitness', 'latency_ms')")
+
+
+def _generation_stats(generation: int, fitnesses: list[float], evaluations: list[dict[str, Any]]) -> dict[str, Any]:
+    finite = [f for f in fitnesses if math.isfinite(f)] or [-math.inf]
+    best = max(evaluations, key=lambda e: e["fitness"])
+    return {
+        "generation": generation,
+        "evaluations": len(fitnesses),
+        "total_evaluations": len(evaluations),
+        "best": best["fitness"],
+        "best_metric": best["metric"],
+        "generation_best": max(fitnesses),
+        "median": statistics.median(finite),
+        "mean": statistics.fmean(finite),
+    }
+
+
+def run_search(
+    evaluator: Evaluator,
+    space: SearchSpace,
+    cost_model: CostModel,
+    budget: Budget | Mapping[str, Any],
+    strategy_name: str = "evolution",
+    strategy_options: Mapping[str, Any] | None = None,
+    run_dir: str | os.PathLike = "search",
+    history: HistoryStore | None = None,
+    task_id: str = "default",
+    seed: int = 0,
+    tracker: Tracker | None = None,
+    objectives: Sequence[str] = ("fitness",),
+    task_meta: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+) -> SearchResult:
+    """Search `space` for the best subnet within `budget`, resuming from `run_dir` when it holds a state.
+
+    `objectives`: ('fitness',) for one best arch, or ('fitness', 'latency_ms' | 'params' | ...) for a
+    trade-off (with strategy 'nsga2'). An infeasible budget raises before any evaluation. `run_id`
+    names the run in the history store (default: made up once and kept in the state file).
+    """
+    from tqdm.auto import tqdm
+
+    _check_objectives(objectives, strategy_name)
+    budget = budget if isinstance(budget, Budget) else Budget.from_dict(budget)
+    budget = cost_model.check_feasible(budget)
+    cost_key = choose_cost_key(objectives, budget)
+    options = dict(strategy_options or {})
+    if strategy_name == "nsga2":
+        if options.setdefault("cost_key", cost_key) != cost_key:
+            raise ValueError(f"strategy option cost_key={options['cost_key']!r} contradicts objectives {objectives}")
+    if cost_key not in cost_model.costs(space.smallest()):
+        raise ValueError(f"the cost model gives no {cost_key!r} (a latency objective needs a latency source)")
+
+    def feasible(arch: ArchConfig) -> bool:
+        return cost_model.feasible(arch, budget)
+
+    def sampler(rng: random.Random) -> ArchConfig:
+        return cost_model.sample_feasible(rng, budget, SAMPLER_TRIES)
+
+    if strategy_name == WarmStartEvolution.name:  # the predictor embeds the target task from these facts
+        from metanas.meta.warmstart import target_task_meta
+
+        meta = target_task_meta(task_meta, evaluator.metric_name, evaluator.higher_is_better, cost_model.seq_len)
+        options.setdefault("task_meta", meta)
+    strategy = make_strategy(strategy_name, space, feasible, seed, sampler=sampler, **options)
+    config = {
+        "strategy": strategy_name,
+        "options": strategy.options(),
+        "objectives": list(objectives),
+        "cost_key": cost_key,
+        "budget": asdict(budget),
+        "space_signature": space.signature(),
+        "metric_name": evaluator.metric_name,
+        "task_id": task_id,
+    }
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state_path = run_dir / STATE_FILE
+    if state_path.is_file():
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"{str(state_path)!r} is not a metanas search state")
+        if state["config"] != config:
+            changed = sorted(k for k in config if state["config"].get(k) != config[k])
+            raise ValueError(
+                f"{str(run_dir)!r} holds a different search (differs in: {', '.join(changed)}); "
+                "use another run_dir to start a new search"
+            )
+        if run_id is not None and run_id != state["run_id"]:
+            raise ValueError(f"{str(run_dir)!r} belongs to run {state['run_id']!r}, not {run_id!r}")
+        strategy.load_state_dict(state["strategy"])
+        logger.info("resuming search %s after generation %d", state["run_id"], strategy.generation)
+    else:
+        state = {
+            "format": STATE_FORMAT,
+            "run_id": run_id or f"{run_dir.resolve().name}-{uuid.uuid4().hex[:8]}",
+            "config": config,
+            "strategy": strategy.state_dict(),
+            "evaluations": [],
+            "generations": [],
+            "forward_evaluations": 0,
+            "eval_seconds": 0.0,
+        }
+        atomic_write_json(state, state_path)
+    run_id = state["run_id"]
+    evaluations: list[dict[str, Any]] = state["evaluations"]
+
+    recorded: dict[ArchConfig, EvalRecord] = {}
+    signature = space.signature()
+    if history is not None:
+        history.start_run(run_id, task_id, strategy_name, config)
+        if history.evaluated_archs(run_id):  # rows of an interrupted generation: reused, never written twice
+            recorded = {r.arch: r for r in history.records(run_id=run_id)}
+        if isinstance(strategy, WarmStartEvolution) and strategy.base is not None:
+            # Previous tasks in this space: their incumbents seed the initial population.
+            strategy.add_sources([r for r in history.records(space_signature=signature) if r.task_id != task_id])
+    if isinstance(strategy, WarmStartEvolution):
+        state["transfer"] = strategy.transfer_log
+
+    def evaluate(arch: ArchConfig, generation: int, origin: str) -> dict[str, Any]:
+        costs = cost_model.costs(arch)
+        previous = recorded.get(arch)
+        if previous is not None:  # evaluated by an interrupted run: reuse, never record twice
+            metric, fitness = float(previous.metric_value), float(previous.fitness)
+        else:
+            metric = evaluator.metric(arch)
+            fitness = evaluator.to_fitness(metric)
+            if history is not None:
+                history.add_records(
+                    [
+                        EvalRecord(
+                            run_id=run_id,
+                            task_id=task_id,
+                            task_meta=dict(task_meta or {}),
+                            space_signature=signature,
+                            arch=arch,
+                            fitness=fitness,
+                            metric_name=evaluator.metric_name,
+                            metric_value=metric,
+                            origin=origin,
+                            generation=generation,
+                            timestamp=time.time(),
+                            **costs,
+                        )
+                    ]
+                )
+        return {
+            "arch": arch.to_dict(),
+            "fitness": fitness,
+            "metric": metric,
+            "costs": costs,
+            "origin": origin,
+            "generation": generation,
+        }
+
+    try:
+        while not strategy.done:
+            generation = strategy.generation
+            archs = strategy.ask()
+            if not archs:
+                break
+            origins = [strategy.origin(a) for a in archs]
+            count0, seconds0 = evaluator.num_evaluations, evaluator.eval_seconds
+            batch = []
+            progress = tqdm(archs, desc=f"search gen {generation}", unit="arch", leave=False, dynamic_ncols=True)
+            for arch, origin in zip(progress, origins):
+                batch.append(evaluate(arch, generation, origin))
+            progress.close()
+            strategy.tell(archs, [e["fitness"] for e in batch], [e["costs"] for e in batch])
+            evaluations.extend(batch)
+            state["forward_evaluations"] += evaluator.num_evaluations - count0
+            state["eval_seconds"] += evaluator.eval_seconds - seconds0
+            stats = _generation_stats(generation, [e["fitness"] for e in batch], evaluations)
+            state["generations"].append(stats)
+            state["strategy"] = strategy.state_dict()
+            if isinstance(strategy, WarmStartEvolution):
+                _log_transfer(strategy, state, generation, tracker)
+            atomic_write_json(state, state_path)
+            logger.info(
+                "search gen %d: best %.5g, median %.5g (%d evaluations)",
+                generation, stats["best"], stats["median"], len(evaluations),
+            )
+            if tracker is not None:
+                tracker.log(
+                    {
+                        "search/best_fitness": stats["best"],
+                        "search/best_metric": stats["best_metric"],
+                        "search/median_fitness": stats["median"],
+                        "search/mean_fitness": stats["mean"],
+                        "search/num_evaluations": len(evaluations),
+                        "search/evals_per_minute": _per_minute(state),
+                    },
+                    step=generation,
+                )
+    except BaseException as e:
+        if history is not None:
+            history.finish_run(run_id, "interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
+        raise
+    if not evaluations:
+        raise RuntimeError("the search evaluated no arch: the strategy found no feasible candidate")
+    result = _write_outputs(state, evaluations, run_dir, cost_key, budget, evaluator, objectives)
+    if tracker is not None:
+        _log_to_tracker(tracker, result, evaluations, strategy.generation)
+    if history is not None:
+        history.finish_run(run_id, "finished")
+    return result
+
+
+def _log_transfer(
+    strategy: WarmStartEvolution, state: dict[str, Any], generation: int, tracker: Tracker | None
+) -> None:
+    """Copy the warm start's decision log into the state, and log this generation's verdict."""
+    state["transfer"] = strategy.transfer_log
+    verdicts = [e for e in strategy.transfer_log if e.get("event") == "guard" and e["generation"] == generation]
+    for e in verdicts:
+        level = logging.WARNING if e["decision"] != "keep" else logging.INFO
+        logger.log(
+            level,
+            "warm start gen %d: %s (predictor tau %s, target-only tau %s, params-proxy tau %.3f)",
+            generation, e["decision"], _fmt_tau(e["tau_predictor"]), _fmt_tau(e["tau_target_only"]),
+            e["tau_params_proxy"],
+        )
+        if tracker is not None:
+            tracker.log(
+                {
+                    "transfer/mode": e["next_mode"],
+                    "transfer/decision": e["decision"],
+                    "transfer/tau_predictor": e["tau_predictor"],
+                    "transfer/tau_target_only": e["tau_target_only"],
+                    "transfer/tau_params_proxy": e["tau_params_proxy"],
+                },
+                step=generation,
+            )
+
+
+def _fmt_tau(tau: float | None) -> str:
+    return "-" if tau is None else f"{tau:.3f}"
+
+
+def _per_minute(state: Mapping[str, Any]) -> float:
+    seconds = state["eval_seconds"]
+    return 60.0 * state["forward_evaluations"] / seconds if seconds > 0 else 0.0
+
+
+def _write_outputs(
+    state: dict[str, Any],
+    evaluations: list[dict[str, Any]],
+    run_dir: Path,
+    cost_key: str,
+    budget: Budget,
+    evaluator: Evaluator,
+    objectives: Sequence[str],
+) -> SearchResult:
+    """search.json and both plots, from the full list of evaluations."""
+    best_i = max(range(len(evaluations)), key=lambda i: evaluations[i]["fitness"])
+    best = evaluations[best_i]
+    costs = [e["costs"][cost_key] for e in evaluations]
+    fitnesses = [e["fitness"] for e in evaluations]
+    front_i = sorted(pareto_front_indices(list(zip(fitnesses, [-c for c in costs]))), key=lambda i: costs[i])
+    front = [evaluations[i] for i in front_i]
+    limit = budget.limits().get(cost_key)
+    label = f"fitness ({'' if evaluator.higher_is_better else '-'}{evaluator.metric_name})"
+    pareto_plot = plot_pareto(
+        costs, fitnesses, front_i, run_dir / PARETO_PLOT, cost_key=cost_key, metric_label=label, budget=limit,
+        best=best_i,
+    )
+    curve_plot = plot_curve(state["generations"], run_dir / CURVE_PLOT, metric_label=label)
+    per_minute = _per_minute(state)
+    report = {
+        "format": RESULT_FORMAT,
+        "run_id": state["run_id"],
+        **state["config"],
+        "objectives": list(objectives),
+        "higher_is_better": evaluator.higher_is_better,
+        "budget": asdict(budget),
+        "best": best,
+        "pareto_front": front,
+        "generations": state["generations"],
+        "num_evaluations": len(evaluations),
+        "forward_evaluations": state["forward_evaluations"],
+        "eval_seconds": state["eval_seconds"],
+        "evals_per_minute": per_minute,
+        "plots": {"pareto": PARETO_PLOT, "curve": CURVE_PLOT},
+    }
+    if "transfer" in state:  # the warm start's decisions (predictor used, guard verdicts, fallbacks)
+        report["transfer"] = state["transfer"]
+    result_path = run_dir / RESULT_FILE
+    atomic_write_json(report, result_path)
+    return SearchResult(
+        run_dir=run_dir,
+        run_id=state["run_id"],
+        best_arch=ArchConfig.from_dict(best["arch"]),
+        best_fitness=best["fitness"],
+        best_metric=best["metric"],
+        best_costs=best["costs"],
+        metric_name=evaluator.metric_name,
+        cost_key=cost_key,
+        pareto_front=front,
+        generations=state["generations"],
+        num_evaluations=len(evaluations),
+        evals_per_minute=per_minute,
+        result_path=result_path,
+        pareto_plot=pareto_plot,
+        curve_plot=curve_plot,
+    )
+
+
+def _log_to_tracker(tracker: Tracker, result: SearchResult, evaluations: list[dict[str, Any]], step: int) -> None:
+    """The table of evaluated archs, both plots and the headline numbers."""
+    cost_keys = [k for k in BUDGET_KEYS if k in evaluations[0]["costs"]]
+    columns = ["generation", "origin", "fitness", result.metric_name, *cost_keys, "depth", "hidden", "arch"]
+    rows = [
+        [
+            e["generation"],
+            e["origin"],
+            e["fitness"],
+            e["metric"],
+            *(e["costs"][k] for k in cost_keys),
+            e["arch"]["depth"],
+            e["arch"]["hidden"],
+            json.dumps(e["arch"], separators=(",", ":")),
+        ]
+        for e in evaluations
+    ]
+    tracker.log_table("search/archs", columns, rows, step=step)
+    tracker.log_image("search/pareto", result.pareto_plot, step=step)
+    tracker.log_image("search/curve", result.curve_plot, step=step)
+    tracker.summary(
+        {
+            "search/best_fitness": result.best_fitness,
+            f"search/best_{result.metric_name}": result.best_metric,
+            "search/best_arch": result.best_arch.to_json(),
+            **{f"search/best_{k}": v for k, v in result.best_costs.items()},
+            "search/num_evaluations": result.num_evaluations,
+            "search/evals_per_minute": result.evals_per_minute,
+            "search/pareto_size": len(result.pareto_front),
+        }
+    )
