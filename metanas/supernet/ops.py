@@ -36,5 +36,7 @@ class ElasticEmbedding(nn.Embedding):
     """Embedding whose rows are read through their first `width` columns."""
 
     def forward(self, ids: torch.Tensor, width: int | None = None) -> torch.Tensor:  # type: ignore[override]
-        weight = self.weight if width is None or width == self.embedding_dim else self.weight[:, :width]
-        return F.embedding(ids, weight, self.padding_idx)
+        out = F.embedding(ids, self.weight, self.padding_idx)
+        # Slicing the looked-up rows rather than the table keeps backward to one dense
+        # [vocab, dim] gradient instead of a narrow one copied into a zero-filled full one.
+        return out if width is None or width == self.embedding_dim else out[..., :width]
