@@ -10,11 +10,16 @@ import their heavy dependencies themselves so `metanas --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from metanas.config import Recipe
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -51,13 +56,24 @@ def _add_train_supernet(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _run_train_supernet(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace) -> Recipe:
     from metanas.config import load_recipe
+
+    return load_recipe(args.recipe, list(args.overrides) + (["logging.wandb=false"] if args.no_wandb else []))
+
+
+def _run_train_supernet(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from metanas.train import TrainingInterrupted, train_supernet
 
-    overrides = list(args.overrides) + (["logging.wandb=false"] if args.no_wandb else [])
-    recipe = load_recipe(args.recipe, overrides)
+    recipe = _load(args)
     run_dir = args.run_dir or recipe.run_dir or str(Path("runs") / Path(args.recipe).stem)
+    if recipe.teacher.tiny:
+        from metanas.compress import TEACHER_DIR, write_tiny_teacher
+
+        teacher = write_tiny_teacher(Path(run_dir).resolve() / TEACHER_DIR, seed=recipe.training.seed)
+        recipe = replace(recipe, teacher=replace(recipe.teacher, path=str(teacher), tiny=False))
     try:
         result = train_supernet(recipe, run_dir, resume=args.resume)
     except TrainingInterrupted as e:
@@ -68,12 +84,249 @@ def _run_train_supernet(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- compress
+
+
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-wandb", action="store_true", help="log only to metrics.jsonl in the run dir (same as logging.wandb=false)"
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key.sub=value",
+        default=[],
+        help="recipe overrides, values parsed as YAML (e.g. training.steps=100 budget.latency_ms=40%%)",
+    )
+
+
+def _add_compress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", help="YAML recipe (teacher, data, objective, space, training, budget, search, ...)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="run directory, resumed when it exists; when unset: the recipe's run_dir, else runs/<recipe name>",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the plan (stages, budget, space, cost) and exit")
+    _add_overrides(p)
+
+
+def _run_compress(args: argparse.Namespace) -> int:
+    from metanas.compress import CompressInterrupted, compress, plan
+
+    recipe = _load(args)
+    run_dir = args.out or recipe.run_dir or str(Path("runs") / Path(args.recipe).stem)
+    if args.dry_run:
+        print(plan(recipe, run_dir))
+        return 0
+    try:
+        result = compress(recipe, run_dir)
+    except CompressInterrupted as e:
+        print(f"{e}; resume with: metanas compress {args.recipe} --out {run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    r = result.report
+    t, s, b = r["teacher"], r["student"], r["uniform_baseline"]
+    metric = s["quality_metric"]
+    share = 100 * s["params"] / t["params"]
+    print(f"student: {result.model_dir} ({s['params']:,} params, {share:.0f}% of the teacher's)")
+    print(f"latency: {s['latency_ms']:.2f} ms vs teacher {t['latency_ms']:.2f} ms ({r['speedup']:.2f}x faster)")
+    print(
+        f"{metric}: student {s['quality']:.4f}, teacher {t['quality']:.4f}"
+        + (f", uniform-shrink baseline {b['quality']:.4f}" if b else "")
+    )
+    print(f"within budget ({r['budget']['description']}): {'yes' if r['within_budget'] else 'NO'}")
+    print(f"report: {result.report_path.with_suffix('.md')}")
+    return 0
+
+
+# --------------------------------------------------------------------------- search
+
+
+def _add_search(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", help="YAML recipe (its budget and search sections are used)")
+    p.add_argument("--run-dir", required=True, help="compress or train-supernet run directory with a trained supernet")
+    p.add_argument(
+        "--warm-start",
+        default=None,
+        help='"auto", "off" or a meta-predictor file; when unset: the recipe\'s search.warm_start',
+    )
+    _add_overrides(p)
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    from metanas.compress import CompressInterrupted, search_only
+
+    if args.warm_start is not None:
+        args.overrides = [*args.overrides, f"search.warm_start={args.warm_start}"]
+    recipe = _load(args)
+    try:
+        info = search_only(recipe, args.run_dir)
+    except CompressInterrupted as e:
+        print(f"{e}; resume with the same command", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"search: {info['strategy']} ({info['warm_start']}), {info['num_evaluations']} evaluations")
+    print(f"best {info['metric_name']} {info['best_metric']:.5g}: {json.dumps(info['best_arch'])}")
+    print(f"result: {Path(args.run_dir) / 'search' / 'search.json'}")
+    return 0
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", required=True, help="compress or train-supernet run directory with a trained supernet")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--arch", default=None, help="the arch as JSON text or a JSON file")
+    which.add_argument(
+        "--from-search", action="store_true", help="the best arch of RUN_DIR/search/search.json (also without --arch)"
+    )
+    p.add_argument("--out", required=True, help="model directory to write (loads with transformers.AutoModel)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from metanas.compress import export_arch
+    from metanas.space import ArchConfig
+
+    arch = None
+    if args.arch is not None:
+        text = Path(args.arch).read_text(encoding="utf-8") if Path(args.arch).is_file() else args.arch
+        arch = ArchConfig.from_json(text)
+    out = export_arch(args.run_dir, arch, args.out, args.overwrite)
+    print(f"exported: {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- history
+
+
+def _add_history(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    db_help = "SQLite path or SQLAlchemy URL; when unset: $METANAS_HISTORY, else ~/.cache/metanas/history.db"
+    listing = sub.add_parser(
+        "list", help="list the runs in the history", description="list the runs in the history", formatter_class=fmt
+    )
+    listing.add_argument("--db", default=None, help=db_help)
+    export = sub.add_parser(
+        "export",
+        help="write evaluation records to .csv or .parquet",
+        description="write evaluation records to .csv or .parquet",
+        formatter_class=fmt,
+    )
+    export.add_argument("path", help="output file (.csv or .parquet)")
+    export.add_argument("--db", default=None, help=db_help)
+    export.add_argument("--run-id", default=None, help="only this run")
+    export.add_argument("--task-id", default=None, help="only this task")
+
+
+def _run_history(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from metanas.meta.history import HistoryStore
+
+    with HistoryStore(args.db) as store:
+        if args.action == "export":
+            out = store.export(args.path, run_id=args.run_id, task_id=args.task_id)
+            print(f"exported: {out}")
+            return 0
+        runs = store.runs()
+        print(f"{store!r}: {len(runs)} runs")
+        if runs:
+            print(f"{'run_id':40s} {'task_id':28s} {'status':11s} {'evals':>6s} {'best':>10s}  created")
+        for run in runs:
+            best = "-" if run["best_fitness"] is None else f"{run['best_fitness']:.5g}"
+            created = datetime.fromtimestamp(run["created"]).strftime("%Y-%m-%d %H:%M")
+            print(
+                f"{run['run_id']:40s} {run['task_id']:28s} {run['status'] or '-':11s} {run['n_records']:6d} "
+                f"{best:>10s}  {created}"
+            )
+    return 0
+
+
+# --------------------------------------------------------------------------- meta-train
+
+
+def _add_meta_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--db",
+        default=None,
+        help="history: SQLite path or SQLAlchemy URL; when unset: $METANAS_HISTORY, else ~/.cache/metanas/history.db",
+    )
+    p.add_argument("--tasks", nargs="*", default=None, help="task ids to train on; when unset: every task")
+    p.add_argument("--val-tasks", nargs="*", default=None, help="task ids held out for model selection")
+    p.add_argument("--val-fraction", type=float, default=0.25, help="share of tasks held out when --val-tasks is unset")
+    p.add_argument(
+        "--space",
+        nargs="*",
+        default=[],
+        help="space.json files of compress runs, for records that do not carry their search space",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        nargs="*",
+        default=None,
+        help="training epochs to choose from on the held-out tasks; when unset: metanas.meta.metatrain's grid",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of training")
+    p.add_argument("--out", required=True, help="predictor file to write (.safetensors)")
+
+
+def _run_meta_train(args: argparse.Namespace) -> int:
+    from metanas.meta.history import HistoryStore
+    from metanas.meta.metatrain import meta_train
+    from metanas.space import SearchSpace
+
+    with HistoryStore(args.db) as store:
+        records = store.records()
+    spaces: dict[str, SearchSpace] = {}
+    for path in args.space:
+        space = SearchSpace.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        spaces[space.signature()] = space
+    for r in records:
+        if r.space_signature not in spaces and isinstance(r.task_meta.get("space"), dict):
+            space = SearchSpace.from_dict(r.task_meta["space"])
+            if space.signature() == r.space_signature:
+                spaces[space.signature()] = space
+    usable = [r for r in records if r.space_signature in spaces]
+    if not usable:
+        raise ValueError(
+            f"no usable records in the history ({len(records)} records; none in a known search space); "
+            "search with `metanas compress` first, or pass --space RUN_DIR/space.json"
+        )
+    if len(usable) < len(records):
+        print(f"skipping {len(records) - len(usable)} records of search spaces without a description (see --space)")
+    val = args.val_tasks if args.val_tasks is not None else args.val_fraction
+    grid = {"epochs_grid": tuple(args.epochs)} if args.epochs else {}
+    predictor = meta_train(usable, spaces, tasks=args.tasks, val_tasks=val, seed=args.seed, out_path=args.out, **grid)
+    card = predictor.card
+    print(
+        f"meta-trained on {len(card['tasks'])} tasks ({len(usable)} records); held-out Kendall tau "
+        f"{card['val_kendall_tau']} (params proxy {card['val_kendall_tau_params_proxy']})"
+    )
+    print(f"predictor: {args.out}")
+    return 0
+
+
 COMMANDS: list[Command] = [
+    Command(
+        "compress",
+        "compress a teacher to a budget: train a supernet, search, export, distil, report (resumable)",
+        _add_compress,
+        _run_compress,
+    ),
     Command(
         "train-supernet",
         "train a weight-sharing supernet from a teacher (sandwich/uniform sampling, resumable)",
         _add_train_supernet,
         _run_train_supernet,
+    ),
+    Command("search", "search a trained supernet under the recipe's budget (resumable)", _add_search, _run_search),
+    Command("export", "export one subnet of a trained supernet as a standalone HF model", _add_export, _run_export),
+    Command("history", "list or export the evaluation history", _add_history, _run_history),
+    Command(
+        "meta-train", "meta-train the warm-start predictor on the evaluation history", _add_meta_train, _run_meta_train
     ),
 ]
 
@@ -106,7 +359,7 @@ def build_parser(commands: Sequence[Command] | None = None) -> argparse.Argument
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run `metanas`; bad input (ValueError, FileNotFoundError) is one `error:` line and exit 2."""
+    """Run `metanas`; bad input (ValueError, OSError such as a missing file) is one `error:` line and exit 2."""
     parser = build_parser()
     # argparse cannot place `key=value` overrides after options once the recipe positional is
     # consumed, so leftovers that look like overrides join the command's override list.
@@ -122,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         if args.verbose:
             raise
         print(f"error: {e}", file=sys.stderr)

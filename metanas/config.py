@@ -1,10 +1,12 @@
 """Recipe schema: nested dataclasses checked by one generic validator.
 
 A recipe is a YAML file whose top-level keys are sections (`teacher`, `data`,
-`objective`, `space`, `training`, `logging`) plus `run_dir`. Every section is a
-dataclass; adding a section (e.g. `budget`, `search`, `export`) means adding one
-dataclass and one field to `Recipe`: validation, unknown-key suggestions, CLI
-overrides and `to_dict` follow from the type annotations and field metadata.
+`objective`, `space`, `training`, `budget`, `search`, `export`, `report`,
+`logging`) plus `run_dir` and `threads`. Every section is a dataclass; adding a
+section means adding one dataclass and one field to `Recipe`: validation,
+unknown-key suggestions, CLI overrides and `to_dict` follow from the type
+annotations and field metadata. Checks that relate fields of one section live in
+that section's `__post_init__` (reported with the section name).
 """
 
 from __future__ import annotations
@@ -68,10 +70,19 @@ class TeacherSection:
 
     path: str | None = field(default=None, metadata=_meta(_rule(lambda v: bool(v.strip()), "a directory or hub id")))
     rewire: bool = True
+    # A tiny random BERT written into the run directory by `metanas compress`: CI smoke runs
+    # that need no download and no model package.
+    tiny: bool = False
+
+    def __post_init__(self) -> None:
+        if self.tiny and self.path is not None:
+            raise ValueError("tiny writes its own random teacher; leave path null")
 
     def resolved_path(self) -> str:
         from metanas.teachers import default_teacher_path
 
+        if self.tiny:
+            raise ValueError("teacher.tiny: the tiny teacher is written into the run directory by `metanas compress`")
         return self.path if self.path is not None else default_teacher_path()
 
 
@@ -108,6 +119,161 @@ class TrainingSection:
     log_every: int = field(default=10, metadata=_meta(_POSITIVE))
 
 
+def _limit(key: str) -> Check:
+    """A budget limit: a positive number or a percentage of the teacher's cost like '50%'."""
+
+    def check(value: Any) -> str | None:
+        from metanas.cost import Budget
+
+        try:
+            Budget(**{key: value})
+        except ValueError:
+            return f"must be a positive number or a percentage like '50%', got {value!r}"
+        return None
+
+    return check
+
+
+@dataclass
+class BudgetSection:
+    """Upper limits the compressed model must meet (`metanas.cost.Budget`); null = unconstrained.
+
+    Each limit is absolute (params, FLOPs per token at `seq_len`, ms for one
+    `batch_size` x `seq_len` forward pass) or relative to the teacher: "50%".
+    """
+
+    params: float | str | None = field(default=None, metadata=_meta(_limit("params")))
+    non_embedding_params: float | str | None = field(default=None, metadata=_meta(_limit("non_embedding_params")))
+    flops: float | str | None = field(default=None, metadata=_meta(_limit("flops")))
+    latency_ms: float | str | None = field(default=None, metadata=_meta(_limit("latency_ms")))
+    seq_len: int = field(default=128, metadata=_meta(_POSITIVE))
+    batch_size: int = field(default=1, metadata=_meta(_POSITIVE))
+
+    def to_budget(self) -> Any:
+        """The `metanas.cost.Budget` these limits describe."""
+        from metanas.cost import Budget
+
+        return Budget(**dataclasses.asdict(self))
+
+
+@dataclass
+class LatencySection:
+    """How latency is known during the search (HAT protocol: mean of the middle 80% of timed runs).
+
+    `measure: true` times every candidate (exact, ~`warmup + runs` forward passes each);
+    otherwise a `LatencyPredictor` is fitted on `predictor_archs` measured archs (cached
+    per machine in `cache_dir`; `rounds` > 1 keeps each arch's best pass, robust to
+    load from other processes) and predicts the rest in microseconds. `margin`: the
+    search (and the uniform baseline) must stay `margin` below the latency limit, so
+    that measurement noise does not push the exported model over it when the report
+    re-measures it; the report checks the budget itself. `verify`: before export, up
+    to this many of the best candidates (and of the uniform baselines) are timed beside
+    the teacher, and the first that meets the limit is exported (0: trust the model).
+    """
+
+    measure: bool = False
+    predictor_archs: int = field(default=60, metadata=_meta(_rule(lambda v: v >= 2, ">= 2")))
+    threads: int | None = field(default=None, metadata=_meta(_AT_LEAST_ONE))  # null: torch's default
+    warmup: int = field(default=10, metadata=_meta(_NON_NEGATIVE))
+    runs: int = field(default=50, metadata=_meta(_AT_LEAST_ONE))
+    rounds: int = field(default=1, metadata=_meta(_AT_LEAST_ONE))  # predictor: best of this many passes per arch
+    margin: float = field(default=0.0, metadata=_meta(_FRACTION))
+    verify: int = field(default=5, metadata=_meta(_NON_NEGATIVE))
+    cache_dir: str | None = "~/.cache/metanas/latency"  # null: no cache
+
+
+SEARCH_STRATEGIES = ("evolution", "random", "nsga2")
+WARM_OPTIONS_SET_BY_COMPRESS = ("warm_start", "task_meta")
+
+
+@dataclass
+class SearchSection:
+    """The architecture search under the budget.
+
+    `strategy: evolution` is warm-started by the meta-predictor when `warm_start`
+    resolves to one ("auto": the shipped default if present; "off"; or a file path)
+    and is plain evolution otherwise. `objectives`: ["fitness"] for one best arch, or
+    ["fitness", COST] with `nsga2` for a trade-off front. `history`: SQLite path or
+    SQLAlchemy URL of the evaluation history (null: $METANAS_HISTORY or
+    ~/.cache/metanas/history.db). `task_id` names the task there (null: data source
+    and objective).
+    """
+
+    strategy: Literal["evolution", "random", "nsga2"] = "evolution"
+    options: dict[str, Any] = field(default_factory=dict)
+    objectives: list[str] = field(default_factory=lambda: ["fitness"])
+    seed: int = 0
+    eval_batches: int = field(default=4, metadata=_meta(_POSITIVE))
+    eval_batch_size: int = field(default=16, metadata=_meta(_POSITIVE))
+    task_id: str | None = field(default=None, metadata=_meta(_rule(lambda v: bool(v.strip()), "a non-empty name")))
+    history: str | None = field(default=None, metadata=_meta(_rule(lambda v: bool(v.strip()), "a path or URL")))
+    # YAML reads a bare `off` as false (and `on` as true): both spellings are accepted.
+    warm_start: str | bool = field(
+        default="auto",
+        metadata=_meta(_rule(lambda v: isinstance(v, bool) or bool(v.strip()), '"auto", "off" or a path')),
+    )
+    latency: LatencySection = field(default_factory=LatencySection)
+
+    def __post_init__(self) -> None:
+        from metanas.cost import BUDGET_KEYS
+        from metanas.search import strategy_options
+
+        if isinstance(self.warm_start, bool):
+            self.warm_start = "auto" if self.warm_start else "off"
+
+        name = "warm_evolution" if self.strategy == "evolution" and self.warm_start != "off" else self.strategy
+        allowed = [o for o in strategy_options(name) if o not in WARM_OPTIONS_SET_BY_COMPRESS]
+        for key in self.options:
+            if key not in allowed:
+                raise ValueError(
+                    f"unknown option {key!r}{_suggest(key, allowed, 'options')} for strategy {self.strategy!r}; "
+                    f"allowed: {', '.join(allowed)}"
+                )
+        objectives = self.objectives
+        if not objectives or objectives[0] != "fitness" or len(objectives) > 2:
+            raise ValueError(f"objectives must be [fitness] or [fitness, COST]; got {objectives}")
+        if len(objectives) == 2 and objectives[1] not in BUDGET_KEYS:
+            raise ValueError(f"objectives: the cost must be one of {', '.join(BUDGET_KEYS)}; got {objectives[1]!r}")
+        if self.strategy == "nsga2" and len(objectives) != 2:
+            raise ValueError("strategy nsga2 needs two objectives, e.g. [fitness, latency_ms]")
+        if self.strategy == "evolution" and len(objectives) != 1:
+            raise ValueError("two objectives need strategy nsga2 (or random)")
+
+
+@dataclass
+class ExportSection:
+    """The exported student and its optional final distillation as a standalone model.
+
+    `distill_steps` > 0 distils the exported student (and the uniform-shrink baseline,
+    with the same steps) from the original teacher on the training data: last-layer
+    relations, hidden states and mean-pooled sentence embeddings. `overwrite` lets a
+    resumed run whose export or report settings changed redo those stages (the
+    trained supernet and the search are kept).
+    """
+
+    overwrite: bool = False
+    distill_steps: int = field(default=0, metadata=_meta(_NON_NEGATIVE))
+    distill_lr: float = field(default=1e-4, metadata=_meta(_POSITIVE))
+    distill_batch_size: int = field(default=16, metadata=_meta(_POSITIVE))
+    distill_bf16: bool = False
+    baseline: bool = True  # also export (and distil) the uniform-shrink baseline
+
+
+@dataclass
+class ReportSection:
+    """The side-by-side evaluation of teacher, student and baseline.
+
+    Quality is measured on up to `examples` held-out validation examples that the
+    search did not use for fitness; latency is measured `latency_rounds` times per
+    model, interleaved, keeping each model's best HAT mean (robust to load from
+    other processes).
+    """
+
+    examples: int = field(default=256, metadata=_meta(_rule(lambda v: v >= 4, ">= 4")))
+    batch_size: int = field(default=32, metadata=_meta(_POSITIVE))
+    latency_rounds: int = field(default=3, metadata=_meta(_AT_LEAST_ONE))
+
+
 @dataclass
 class LoggingSection:
     """W&B settings; the JSONL log in the run directory is always written."""
@@ -127,8 +293,13 @@ class Recipe:
     objective: ObjectiveSection = field(default_factory=ObjectiveSection)
     space: dict[str, Any] = field(default_factory=dict, metadata=_meta(_check_space_overrides))
     training: TrainingSection = field(default_factory=TrainingSection)
+    budget: BudgetSection = field(default_factory=BudgetSection)
+    search: SearchSection = field(default_factory=SearchSection)
+    export: ExportSection = field(default_factory=ExportSection)
+    report: ReportSection = field(default_factory=ReportSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     run_dir: str | None = None
+    threads: int | None = field(default=None, metadata=_meta(_AT_LEAST_ONE))  # torch threads; null: torch's default
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -10,30 +10,26 @@ without any download: the docstrings of the Python standard library.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import inspect
-import io
 import json
 import logging
 import os
-import pkgutil
 import re
+import subprocess
 import sys
 import time
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import import_module
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import datasets
 import torch
 from datasets import ClassLabel, Dataset, Features, Value
 from torch.utils.data import DataLoader
+
+from metanas import stdlib_corpus
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -53,32 +49,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MIN_DOC_CHARS = 40
-"""Shorter docstrings ("Return self==value.") carry too little prose to be worth a sequence."""
-
-# Modules that open a browser or print on import, need a display, touch the terminal,
-# are deprecated shims (setuptools shadows distutils inside a venv), or are test suites.
-_SKIPPED_MODULES = frozenset(
-    {
-        "antigravity",
-        "this",
-        "idlelib",
-        "tkinter",
-        "turtle",
-        "turtledemo",
-        "lib2to3",
-        "distutils",
-        "ensurepip",
-        "venv",
-        "site",
-        "readline",
-        "rlcompleter",
-    }
-)
-_TEST_MODULE = re.compile(r"^tests?$|^test_|_test$")
-# ~100 generated codec tables whose near-identical boilerplate docstrings would swamp a package.
-_NO_SUBMODULES = frozenset({"encodings"})
-
+MIN_DOC_CHARS = stdlib_corpus.MIN_DOC_CHARS
 _LOADERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 # Suffixes that mark a source as a file even when it does not exist (so it is not sent to the hub).
 _FILE_SUFFIXES = frozenset(_LOADERS) | {".tsv", ".arrow", ".gz", ".zip", ".xml", ".md"}
@@ -88,101 +59,22 @@ _PADDING_OFFSET_MODEL_TYPES = frozenset(
 )
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
-
-# --------------------------------------------------------------------------- builtin corpus
-
-
-def _skip_module(name: str) -> bool:
-    parts = name.split(".")
-    return parts[0] in _SKIPPED_MODULES or any(p.startswith("_") or _TEST_MODULE.search(p) for p in parts)
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence what importing arbitrary stdlib modules may print or warn about."""
-    with (
-        warnings.catch_warnings(),
-        contextlib.redirect_stdout(io.StringIO()),
-        contextlib.redirect_stderr(io.StringIO()),
-    ):
-        warnings.simplefilter("ignore")
-        yield
-
-
-def _stdlib_modules() -> dict[str, ModuleType]:
-    """Import every safe stdlib module and (recursively) its public submodules."""
-    modules: dict[str, ModuleType] = {}
-    pending = sorted((n for n in sys.stdlib_module_names if not _skip_module(n)), reverse=True)
-    while pending:
-        name = pending.pop()
-        try:
-            module = import_module(name)
-        except (Exception, SystemExit):  # platform-specific or optional (msvcrt, dbm.gnu, ...)
-            continue
-        modules[name] = module
-        if hasattr(module, "__path__") and name not in _NO_SUBMODULES:
-            children = (f"{name}.{info.name}" for info in pkgutil.iter_modules(module.__path__))
-            pending.extend(sorted((c for c in children if not _skip_module(c)), reverse=True))
-    return modules
-
-
-def _docstrings(module: ModuleType) -> Iterator[tuple[str, Any]]:
-    """(qualified name, docstring) of a module, its public classes/functions and their public members.
-
-    Objects count only in the module that defines them, so re-exports are not attributed twice
-    and methods that third-party libraries patch onto stdlib classes (transformers adds
-    ``logging.Logger.warning_once``) do not leak in.
-    """
-    yield "", module.__doc__
-    namespace = vars(module)
-    for attr, obj in namespace.items():
-        if attr.startswith("_"):
-            continue
-        # Hooks that tools replace (pytest swaps sys.unraisablehook) keep their original as __name__.
-        original = namespace.get(f"__{attr}__")
-        if inspect.isroutine(original):
-            obj = original
-        if not (inspect.isclass(obj) or inspect.isroutine(obj)):
-            continue
-        if getattr(obj, "__module__", None) != module.__name__:
-            continue
-        yield attr, obj.__doc__
-        if not inspect.isclass(obj):
-            continue
-        for member_name, member in vars(obj).items():
-            if isinstance(member, (classmethod, staticmethod)):
-                member = member.__func__
-            if member_name.startswith("_") or not (inspect.isroutine(member) or inspect.isdatadescriptor(member)):
-                continue
-            # C-level members have no __module__; Python ones must come from this module.
-            if getattr(getattr(member, "fget", member), "__module__", None) in (None, module.__name__):
-                yield f"{attr}.{member_name}", member.__doc__
-
-
-def _normalize_docstring(doc: str) -> str:
-    """Dedent, then collapse whitespace inside each paragraph; paragraphs stay separated by a blank line."""
-    paragraphs = re.split(r"\n\s*\n", inspect.cleandoc(doc))
-    return "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip())
-
-
 def _collect_stdlib_docstrings() -> list[tuple[str, str]]:
-    """(text, top-level package) pairs, sorted by (module, qualified name), deduplicated on text."""
-    with _quiet():
-        found = [
-            (name, qualname, doc)
-            for name, module in _stdlib_modules().items()
-            for qualname, doc in _docstrings(module)
-            if isinstance(doc, str)
-        ]
-    found.sort(key=lambda item: (item[0], item[1]))
-    seen: set[str] = set()
-    documents = []
-    for name, _, doc in found:
-        text = _normalize_docstring(doc)
-        if len(text) >= MIN_DOC_CHARS and text not in seen:
-            seen.add(text)
-            documents.append((text, name.partition(".")[0]))
-    return documents
+    """(text, top-level package) pairs, collected in a fresh isolated interpreter.
+
+    A subprocess, because the current one may have had stdlib objects patched or
+    extended by already-imported libraries, which would change the corpus.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-I", str(Path(stdlib_corpus.__file__))],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"collecting the builtin corpus failed: {proc.stderr.strip()[-500:]}")
+    return [(text, module) for text, module in json.loads(proc.stdout)]
 
 
 @functools.lru_cache(maxsize=1)

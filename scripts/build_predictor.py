@@ -131,6 +131,7 @@ class TaskSpec:
     labels: str | None = None  # "family" | "module": a classification data set built from the corpus
     options: dict[str, Any] = field(default_factory=dict)
     lr: float = 1e-4
+    steps: int | None = None  # training steps; None: --steps
 
 
 TASKS = (
@@ -140,8 +141,9 @@ TASKS = (
     TaskSpec("mlm-b", "mlm", 3, options={"mask_prob": 0.3}, lr=3e-4),
     TaskSpec("contrastive-a", "contrastive", 4, lr=3e-4),
     TaskSpec("contrastive-b", "contrastive", 5, options={"deletion_prob": 0.3, "pooling": "cls"}, lr=3e-4),
-    TaskSpec("family", "task", 6, max_documents=None, labels="family", lr=5e-4),
-    TaskSpec("module", "task", 7, max_documents=None, labels="module", lr=5e-4),
+    # A classification head must be learned from scratch: more steps, and an lr that does not collapse the encoder.
+    TaskSpec("family", "task", 6, max_documents=None, labels="family", lr=2e-4, steps=300),
+    TaskSpec("module", "task", 7, max_documents=None, labels="module", lr=2e-4, steps=300),
 )
 
 
@@ -176,6 +178,11 @@ def build_teacher(cache: Path) -> Path:
     train, _ = train_validation_split(builtin_corpus(), 0.1, 0)
     batch = tokenizer(train["text"][:64], max_length=MAX_LENGTH, truncation=True, padding=True, return_tensors="pt")
     rewire(sn, dict(batch))
+    # all-MiniLM-L6-v2's pooler was never trained (sentence-transformers mean-pool), so its near-constant output
+    # gives the classification head nothing to learn from; an identity pooler passes tanh([CLS]) instead.
+    with torch.no_grad():
+        sn.pooler.dense.weight.copy_(torch.eye(sn.pooler.dense.weight.shape[0]))
+        sn.pooler.dense.bias.zero_()
     arch = sn.space.uniform(a["depth"], a["hidden"], a["heads"], a["ffn"])
     return metanas.export(sn, arch, out, tokenizer=tokenizer, extra_info={"made_by": "scripts/build_predictor.py"})
 
@@ -216,7 +223,7 @@ def recipe_for(spec: TaskSpec, teacher: Path, cache: Path, steps: int) -> Any:
             "data": data,
             "objective": {"name": spec.objective, "options": dict(spec.options)},
             "training": {
-                "steps": steps,
+                "steps": spec.steps or steps,
                 "batch_size": 16,
                 "lr": spec.lr,
                 "warmup_ratio": 0.1,
@@ -251,14 +258,16 @@ class TaskTable:
     Each line is one arch's fitness and raw metric on the task's fixed validation
     batches (the first `val_docs` validation documents). Lines are appended and
     flushed as they are made, so an interrupted tabulation loses at most one arch.
+    `<task>.meta.json` beside it keeps the task metadata, metric name and space, so
+    a table can serve as meta-training data without loading its supernet.
     """
 
     def __init__(self, spec: TaskSpec, cache: Path, val_docs: int) -> None:
         self.spec = spec
-        self.cache = cache
         self.val_docs = val_docs
         self.run_dir = cache / "supernets" / spec.name
         self.path = cache / "tables" / f"{spec.name}.jsonl"
+        self.info_path = cache / "tables" / f"{spec.name}.meta.json"
         self.rows: dict[ArchConfig, tuple[float, float]] = {}
         if self.path.is_file():
             for line in self.path.read_text(encoding="utf-8").splitlines():
@@ -268,10 +277,13 @@ class TaskTable:
                     continue
                 self.rows[ArchConfig.from_dict(row["arch"])] = (float(row["fitness"]), float(row["metric"]))
         self._evaluator: Any = None
-        self._meta: dict[str, Any] | None = None
+        self._info: dict[str, Any] | None = None
+        if self.info_path.is_file():
+            self._info = json.loads(self.info_path.read_text(encoding="utf-8"))
         self.new_evaluations = 0
 
     def _load(self) -> None:
+        """Load the trained supernet and its fixed validation batch (and record the task's metadata)."""
         from transformers import AutoTokenizer
 
         from metanas.config import load_recipe
@@ -289,12 +301,19 @@ class TaskTable:
         rows = bundle.validation[:n]
         batch = Collator(tokenizer)([{k: rows[k][i] for k in rows} for i in range(n)])
         self._evaluator = Evaluator(trained.supernet, trained.objective(), [batch])
-        self._meta = {
-            "objective": self.spec.objective,
-            "higher_is_better": self._evaluator.higher_is_better,
-            "seq_len": MAX_LENGTH,
-            "corpus_size": bundle.num_documents,
+        self._info = {
+            "task_meta": {
+                "objective": self.spec.objective,
+                "higher_is_better": self._evaluator.higher_is_better,
+                "seq_len": MAX_LENGTH,
+                "corpus_size": bundle.num_documents,
+            },
+            "metric_name": self._evaluator.metric_name,
+            "space": trained.supernet.space.to_dict(),
+            "validation_documents": n,
         }
+        self.info_path.parent.mkdir(parents=True, exist_ok=True)
+        self.info_path.write_text(json.dumps(self._info, indent=1), encoding="utf-8")
 
     @property
     def evaluator(self) -> Any:
@@ -303,15 +322,19 @@ class TaskTable:
         return self._evaluator
 
     @property
-    def task_meta(self) -> dict[str, Any]:
-        if self._meta is None:
+    def info(self) -> dict[str, Any]:
+        if self._info is None:
             self._load()
-        assert self._meta is not None
-        return self._meta
+        assert self._info is not None
+        return self._info
+
+    @property
+    def task_meta(self) -> dict[str, Any]:
+        return dict(self.info["task_meta"])
 
     @property
     def space(self) -> SearchSpace:
-        return self.evaluator.sn.space
+        return SearchSpace.from_dict(self.info["space"])
 
     def fitness(self, arch: ArchConfig) -> float:
         """Cached fitness of `arch`, evaluating (and appending to the table) on a miss."""
@@ -350,7 +373,7 @@ def table_records(table: TaskTable, anchors: Sequence[ArchConfig], randoms: Sequ
 
     space = table.space
     cm = CostModel(space, seq_len=MAX_LENGTH)
-    metric_name = table.evaluator.metric_name
+    metric_name = table.info["metric_name"]
     out = []
     for origin, archs in (("anchor", anchors), ("random", randoms)):
         for a in archs:
@@ -390,12 +413,11 @@ def build_tables(
             anchors, randoms = table_archs(table.space, n_random)
         table.tabulate(anchors + randoms, f"table {spec.name}")
         logging.info(
-            "task %s: supernet %.0fs, table %d archs (%d new evaluations, %.0f evals/min)",
+            "task %s: supernet %.0fs, table %d archs (%d new evaluations)",
             spec.name,
             trained_s,
             len(table.rows),
             table.new_evaluations,
-            table.evaluator.evals_per_minute,
         )
         tables[spec.name] = table
     return tables, anchors, randoms
@@ -470,7 +492,7 @@ def main() -> None:
             },
             "augmentation": f"anchors kept under non-embedding budgets {list(AUGMENT_FRACTIONS)} (+ all anchors)",
             "rows_per_task": len(anchors) + len(randoms),
-            "table_seconds": round(table_s),
+            "supernets_and_tables_seconds": round(table_s),
             "meta_train_seconds": round(time.perf_counter() - meta_started),
         }
     )

@@ -168,6 +168,16 @@ def test_measure_latency_counts_and_times():
     assert 2.0 <= s.median_ms < 200.0 and min(s.timings_ms) >= 2.0
 
 
+def test_cpu_clock_ignores_time_the_thread_does_not_run():
+    wall = measure_latency(lambda: time.sleep(0.005), warmup=0, runs=5)
+    cpu = measure_latency(lambda: time.sleep(0.005), warmup=0, runs=5, clock="cpu")
+    assert wall.median_ms >= 5.0 and cpu.median_ms < 1.0
+    with pytest.raises(ValueError, match="clock must be one of"):
+        measure_latency(lambda: None, clock="gpu")
+    with pytest.raises(ValueError, match="cannot time asynchronous device work"):
+        measure_latency(lambda: None, sync=lambda: None, clock="cpu")
+
+
 def test_measure_arch_latency_on_a_tiny_supernet():
     sn = metanas.ElasticBert.from_teacher(tiny_teacher("bert"))
     before = torch.get_num_threads()
@@ -175,8 +185,15 @@ def test_measure_arch_latency_on_a_tiny_supernet():
     assert torch.get_num_threads() == before
     assert len(s.timings_ms) == 5 and all(0 < t < 5000 for t in s.timings_ms)
     assert 0 < s.mean_ms <= s.p90_ms
+    cpu = measure_arch_latency(
+        sn, sn.space.largest(), batch_size=2, seq_len=16, threads=1, warmup=2, runs=5, clock="cpu"
+    )
+    assert 0 < cpu.mean_ms < 5000
+    with pytest.raises(ValueError, match="clock='cpu' measures latency only with threads=1"):
+        measure_arch_latency(sn, sn.space.largest(), threads=2, clock="cpu")
     fp = device_fingerprint(1)
     assert "threads=1" in fp and f"torch={torch.__version__}" in fp and fp.endswith("device=cpu")
+    assert device_fingerprint(1, clock="cpu") == fp + "|clock=cpu"
 
 
 # ----------------------------------------------------------------------------- predictor
@@ -228,6 +245,11 @@ def test_predictor_save_load_and_mismatches(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="format version 99; this metanas reads 1"):
         LatencyPredictor.load(path, space)
+    del data["weights"]
+    data["version"] = 1
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="lacks the field 'weights'"):
+        LatencyPredictor.load(path, space)
     path.write_text("{not json")
     with pytest.raises(ValueError, match="not a latency predictor file"):
         LatencyPredictor.load(path, space)
@@ -261,17 +283,17 @@ def test_build_measures_once_then_hits_the_cache(tmp_path, monkeypatch):
     assert more.measurements[:8] == pred.measurements
 
 
-def test_build_rounds_keep_each_archs_quietest_pass(monkeypatch):
+def test_build_rounds_keep_each_archs_median_pass(monkeypatch):
     sn = metanas.ElasticBert.from_teacher(tiny_teacher("bert"))
     calls = []
 
     def fake(sn_, arch, *args):
         calls.append(arch)
-        base = sn_.space.flops(arch, 16) / 1e4
-        return LatencyStats.from_timings([base * (3.0 if len(calls) <= 6 else 1.0)])  # first pass is noisy
+        factor = {1: 3.0, 2: 1.0, 3: 0.9}[(len(calls) - 1) // 6 + 1]  # a disturbed pass, then two quiet ones
+        return LatencyStats.from_timings([sn_.space.flops(arch, 16) / 1e4 * factor])
 
     monkeypatch.setattr(cost, "measure_arch_latency", fake)
-    pred = LatencyPredictor.build(sn, None, 6, 1, 16, cache_dir=None, rounds=2, holdout=0.0, progress=False)
-    assert len(calls) == 12 and set(calls[:6]) == set(calls[6:])
+    pred = LatencyPredictor.build(sn, None, 6, 1, 16, cache_dir=None, rounds=3, holdout=0.0, progress=False)
+    assert len(calls) == 18 and set(calls[:6]) == set(calls[6:12]) == set(calls[12:])
     assert [ms for _, ms, _ in pred.measurements] == [sn.space.flops(a, 16) / 1e4 for a, _, _ in pred.measurements]
     assert pred.holdout_mape is None

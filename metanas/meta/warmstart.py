@@ -36,7 +36,7 @@ import random
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,6 @@ def load_warm_predictor(path: str | os.PathLike) -> MetaPredictor:
 class WarmStartChoice:
     """What `resolve_warm_start` decided: a predictor (None: search cold), its file and digest, and why."""
 
-    requested: str
     predictor: MetaPredictor | None
     path: Path | None
     sha256: str | None
@@ -114,31 +113,31 @@ class WarmStartChoice:
         return self.predictor is not None
 
 
-def resolve_warm_start(warm_start: str | os.PathLike, default_path: str | os.PathLike | None = None) -> WarmStartChoice:
+def resolve_warm_start(warm_start: str | os.PathLike) -> WarmStartChoice:
     """Turn `"auto" | "off" | PATH` into a predictor, logging which one a search will use.
 
-    `auto`: the default predictor (`default_predictor_path()` unless `default_path`
-    is given) when it exists and loads; plain evolution when it does not exist (info)
-    or cannot be used (warning naming the problem). `off`: plain evolution. A PATH
-    must load: a missing, damaged or incompatible file raises.
+    `auto`: the default predictor (`default_predictor_path()`) when it exists and
+    loads; plain evolution when it does not exist (info) or cannot be used (a warning
+    naming the problem). `off`: plain evolution. A PATH must load: a missing, damaged
+    or incompatible file raises.
     """
     requested = str(warm_start)
     if requested == "off":
         message = "warm start off: plain evolution"
         logger.info(message)
-        return WarmStartChoice(requested, None, None, None, message)
+        return WarmStartChoice(None, None, None, message)
     if requested == "auto":
-        path = Path(default_path) if default_path is not None else default_predictor_path()
+        path = default_predictor_path()
         if not path.is_file():
             message = f"warm start auto: no default predictor at {path}; plain evolution"
             logger.info(message)
-            return WarmStartChoice(requested, None, None, None, message)
+            return WarmStartChoice(None, None, None, message)
         try:
             predictor = load_warm_predictor(path)
         except ValueError as e:
             message = f"warm start auto: the default predictor cannot be used ({e}); continuing cold (plain evolution)"
             logger.warning(message)
-            return WarmStartChoice(requested, None, path, None, message)
+            return WarmStartChoice(None, path, None, message)
     else:
         path = Path(requested).expanduser()
         predictor = load_warm_predictor(path)
@@ -148,7 +147,7 @@ def resolve_warm_start(warm_start: str | os.PathLike, default_path: str | os.Pat
         f"held-out Kendall tau {card.get('val_kendall_tau')})"
     )
     logger.info(message)
-    return WarmStartChoice(requested, predictor, path, file_sha256(path), message)
+    return WarmStartChoice(predictor, path, file_sha256(path), message)
 
 
 # --------------------------------------------------------------------------- the target task
@@ -187,6 +186,19 @@ def encode(predictor: MetaPredictor, space: SearchSpace, archs: Sequence[ArchCon
     """Arch features with the encoding the predictor was trained with."""
     enc = predictor.encoding
     return arch_feature_matrix(space, archs, int(enc["seq_len"]), int(enc["max_layers"]))
+
+
+def target_only_kwargs(predictor: MetaPredictor) -> dict[str, Any]:
+    """The meta-predictor's architecture and optimizer settings: a target-only model that differs only in data."""
+    return {
+        "n_members": predictor.n_members,
+        "hidden": predictor.hidden,
+        "n_layers": predictor.n_layers,
+        "lr": predictor.lr,
+        "weight_decay": predictor.weight_decay,
+        "pairs_per_row": predictor.pairs_per_row,
+        "mse_weight": predictor.mse_weight,
+    }
 
 
 def kendall(scores: Sequence[float] | np.ndarray, fitness: Sequence[float] | np.ndarray) -> float:
@@ -302,8 +314,8 @@ def anchor_subset_variants(
     with at most `p` of the largest arch's non-embedding parameters, as a search
     under that budget would score. A task's non-anchor records are dealt to the
     variants in a seeded shuffle (not copied), so augmentation adds no rows; every
-    variant is its own ranking group in meta-training. Hold out all variants of a
-    task together (`variant_task`).
+    variant is its own task (records carry the variant name as task_id) and ranking
+    group in meta-training. Hold out all variants of a task together (`variant_task`).
     """
     top = space.params(space.largest(), embeddings=False)
     anchor_set = set(anchors)
@@ -317,7 +329,7 @@ def anchor_subset_variants(
         limits = [math.inf] + [p * top for p in fractions]
         for i, (name, limit) in enumerate(zip(names, limits)):
             kept = [r for r in anchor_recs if space.params(r.arch, embeddings=False) <= limit]
-            out[name] = kept + others[i :: len(names)]
+            out[name] = [replace(r, task_id=name, id=None) for r in kept + others[i :: len(names)]]
     return out
 
 

@@ -226,6 +226,8 @@ def run_search(
             strategy.add_sources([r for r in history.records(space_signature=signature) if r.task_id != task_id])
     if isinstance(strategy, WarmStartEvolution):
         state["transfer"] = strategy.transfer_log
+        if tracker is not None:  # which predictor (or none, and why) this search runs with
+            tracker.log({"transfer/warm_start": strategy.choice.message}, step=strategy.generation)
 
     def evaluate(arch: ArchConfig, generation: int, origin: str) -> dict[str, Any]:
         costs = cost_model.costs(arch)

@@ -251,7 +251,7 @@ class WarmStartEvolution(Evolution):
         A deterministic function of the evaluations and the round, so a resumed search refits the same models.
         """
         from metanas.meta.predictor import TargetOnlyPredictor
-        from metanas.meta.warmstart import encode, target_embedding
+        from metanas.meta.warmstart import encode, target_embedding, target_only_kwargs
 
         assert self.base is not None
         x_task = target_embedding(self.anchors, self._anchor_fitness(), self.task_meta)
@@ -265,7 +265,7 @@ class WarmStartEvolution(Evolution):
             meta = self.base.adapt(x, tiled, y, steps=self.adapt_steps, lr=self.adapt_lr, seed=model_seed)
         target = None
         if self.guard.wants_target_model and len(rows) >= MIN_TARGET_ROWS and len(np.unique(y)) >= 2:
-            target = TargetOnlyPredictor(**_model_kwargs(self.base)).fit(x, y, self.target_epochs, model_seed)
+            target = TargetOnlyPredictor(**target_only_kwargs(self.base)).fit(x, y, self.target_epochs, model_seed)
         return {"meta": meta, "target": target, "x_task": x_task}
 
     def _predict(self, models: Mapping[str, Any], archs: Sequence[ArchConfig]) -> dict[str, np.ndarray]:
@@ -417,16 +417,3 @@ class WarmStartEvolution(Evolution):
         self.guard.load_state_dict(warm["guard"])
         self.transfer_log = [dict(e) for e in warm["transfer_log"]]
         self._predictions = {ArchConfig.from_dict(a): dict(p) for a, p in warm["predictions"]}
-
-
-def _model_kwargs(predictor: MetaPredictor) -> dict[str, Any]:
-    """The meta-predictor's architecture and optimizer settings, so the target-only model differs only in data."""
-    return {
-        "n_members": predictor.n_members,
-        "hidden": predictor.hidden,
-        "n_layers": predictor.n_layers,
-        "lr": predictor.lr,
-        "weight_decay": predictor.weight_decay,
-        "pairs_per_row": predictor.pairs_per_row,
-        "mse_weight": predictor.mse_weight,
-    }

@@ -106,7 +106,7 @@ def build_subnet_model(sn: ElasticBert, arch: ArchConfig) -> PreTrainedModel:
         if name not in ours:
             raise RuntimeError(f"export: the supernet has no parameter for {name}")
         src = ours[name]
-        state[name] = src.detach()[tuple(slice(0, n) for n in target.shape)].clone()
+        state[name] = src.detach()[tuple(slice(0, n) for n in target.shape)]  # load_state_dict copies
     model.load_state_dict(state, strict=False)
     missing = set(dict(model.named_parameters())) - set(state)
     if missing:

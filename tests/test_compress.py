@@ -1,0 +1,354 @@
+"""`metanas compress` end to end on `recipes/tiny.yaml`, plus its parts.
+
+The tiny recipe writes a random 3-layer BERT (hidden 32) into the run directory, so
+everything runs offline in seconds. One in-process run (W&B offline) is shared by
+the tests of the report, the exported model, reruns and the thin subcommands; the
+kill-and-resume test runs `python -m metanas` in subprocesses and compares the
+resumed run's result with the shared run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import AutoModel  # noqa: E402
+
+from metanas.cli import main  # noqa: E402
+from metanas.compress import (  # noqa: E402
+    STAGES,
+    compress,
+    dependents,
+    distillation_loss,
+    heldout_ranges,
+    stage_fingerprints,
+    uniform_arch_at,
+    uniform_shrink_arch,
+)
+from metanas.config import Recipe, load_recipe  # noqa: E402
+from metanas.cost import CostModel  # noqa: E402
+from metanas.space import SearchSpace  # noqa: E402
+from metanas.tracking import read_metrics  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "recipes" / "tiny.yaml"
+# Six generations: a search long enough that a kill right after training lands before it ends.
+OVERRIDES = ["search.options.generations=6"]
+
+
+def _env(history: Path) -> dict[str, str]:
+    return {**os.environ, "METANAS_HISTORY": str(history), "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("history") / "history.db"
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, history):
+    """One uninterrupted tiny compress run, W&B offline; returns (run dir, result)."""
+    saved = os.environ.get("METANAS_HISTORY")
+    os.environ["METANAS_HISTORY"] = str(history)
+    try:
+        run_dir = tmp_path_factory.mktemp("compress") / "tiny"
+        result = compress(load_recipe(TINY, OVERRIDES), run_dir)
+    finally:
+        if saved is None:
+            os.environ.pop("METANAS_HISTORY")
+        else:
+            os.environ["METANAS_HISTORY"] = saved
+    return run_dir, result
+
+
+# --------------------------------------------------------------------------- parts
+
+
+def test_uniform_shrink_takes_the_largest_even_fraction_within_budget():
+    space = SearchSpace(
+        depth_choices=(2, 4, 6, 8),
+        hidden_choices=(64, 96, 128),
+        head_choices=(2, 3, 4),
+        ffn_choices=(128, 256, 384, 512),
+        head_dim=32,
+        vocab_size=100,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+    )
+    assert uniform_arch_at(space, 1.0) == space.largest()
+    assert uniform_arch_at(space, 0.0) == space.smallest()
+    half = uniform_arch_at(space, 0.5)
+    assert (half.depth, half.hidden, half.heads[0], half.ffn[0]) == (4, 64, 2, 256)
+    cm = CostModel(space)
+    limit = 0.6 * space.params(space.largest())
+    arch, fraction = uniform_shrink_arch(space, lambda a: space.params(a) <= limit)
+    assert space.params(arch) <= limit
+    # one step up the fraction grid breaks the budget: it is the largest uniform arch that fits
+    grid = {c / max(ch) for ch in (space.depth_choices, space.hidden_choices, space.ffn_choices) for c in ch}
+    larger = [uniform_arch_at(space, f) for f in grid if f > fraction]
+    assert all(space.params(a) > limit for a in larger if a != arch)
+    assert cm.costs(arch)["params"] == space.params(arch)
+
+
+def test_stage_dependents_follow_what_each_stage_consumes():
+    assert dependents("latency") == ["search", "export", "report"]
+    assert dependents("train") == ["search", "export", "report"]
+    assert dependents("export") == ["report"] and dependents("report") == []
+
+
+def test_fingerprints_follow_stage_dependencies():
+    base = Recipe.from_dict({"teacher": {"tiny": True}})
+    fp = stage_fingerprints(base)
+    export = stage_fingerprints(Recipe.from_dict({"teacher": {"tiny": True}, "export": {"distill_steps": 5}}))
+    assert [s for s in STAGES if fp[s] != export[s]] == ["export", "report"]
+    budget = stage_fingerprints(Recipe.from_dict({"teacher": {"tiny": True}, "budget": {"params": "50%"}}))
+    assert [s for s in STAGES if fp[s] != budget[s]] == ["latency", "search", "export", "report"]
+    steps = stage_fingerprints(Recipe.from_dict({"teacher": {"tiny": True}, "training": {"steps": 7}}))
+    assert [s for s in STAGES if fp[s] != steps[s]] == ["train", "search", "export", "report"]
+    where = stage_fingerprints(Recipe.from_dict({"teacher": {"tiny": True}, "search": {"history": "/x.db"}}))
+    assert where == fp  # where evaluations are recorded does not change results
+
+
+def test_distillation_loss_is_zero_for_the_teacher_itself_and_works_across_widths():
+    torch.manual_seed(0)
+    h = torch.randn(3, 5, 16)
+    qkv = [torch.randn(3, 5, 16) for _ in range(3)]
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[0, 3:] = False
+    loss, parts = distillation_loss(h, h, qkv, qkv, mask, relation_heads=4)
+    assert set(parts) == {"relation", "similarity", "hidden", "cosine"}
+    assert float(loss) == pytest.approx(0.0, abs=1e-5)
+    narrow = [torch.randn(3, 5, 8) for _ in range(3)]
+    loss, parts = distillation_loss(torch.randn(3, 5, 8), h, narrow, qkv, mask, relation_heads=4)
+    assert set(parts) == {"relation", "similarity"} and float(loss) > 0
+
+
+def test_heldout_ranges_keep_report_examples_apart_from_search_fitness():
+    fit, report, overlap = heldout_ranges(100, 32, 50)
+    assert (fit, report, overlap) == (range(0, 32), range(32, 82), False)
+    fit, report, overlap = heldout_ranges(36, 32, 50)  # too few left: fall back and say so
+    assert report == range(0, 36) and overlap
+
+
+# --------------------------------------------------------------------------- the whole pipeline
+
+
+def test_report_fields_are_present_and_consistent(finished):
+    run_dir, result = finished
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report == result.report
+    for role in ("teacher", "student", "uniform_baseline"):
+        entry = report[role]
+        for key in ("params", "flops_per_token", "latency_ms", "quality", "quality_metric", "size_bytes"):
+            assert entry[key] is not None, (role, key)
+        assert entry["quality_metric"] == "embedding_spearman"
+        assert entry["latency_ms"] > 0 and -1 <= entry["quality"] <= 1
+    teacher, student, baseline = report["teacher"], report["student"], report["uniform_baseline"]
+    assert teacher["quality"] == pytest.approx(1.0) and teacher["embedding_cosine"] == pytest.approx(1.0)
+    assert student["params"] < teacher["params"] and baseline["params"] < teacher["params"]
+    # within_budget is the re-check of every limit on the exported student
+    limit = report["budget"]["resolved"]["params"]
+    assert limit == pytest.approx(0.8 * teacher["params"])
+    assert report["budget_check"]["params"] == {"limit": limit, "value": student["params"], "ok": True}
+    assert report["within_budget"] is all(c["ok"] for c in report["budget_check"].values())
+    assert report["export_dir"] == "model" and (run_dir / report["export_dir"]).is_dir()
+    assert baseline["params"] <= limit and 0 < baseline["fraction"] < 1
+    assert report["search"]["num_evaluations"] >= 8
+    assert (run_dir / "report.md").read_text().count("| student (searched) |") == 1
+    for plot in report["plots"].values():
+        assert (run_dir / plot).stat().st_size > 0
+    assert report["recipe"]["teacher"]["tiny"] is True
+    stages = json.loads((run_dir / "stages.json").read_text())["stages"]
+    assert all(stages[s]["done"] for s in STAGES)
+    assert stages["export"]["info"]["parts"]["student"]["distill"]["steps"] == 8
+
+
+def test_exported_student_loads_with_automodel_and_matches_the_report(finished):
+    run_dir, result = finished
+    model = AutoModel.from_pretrained(run_dir / "model", trust_remote_code=True).eval()
+    assert sum(p.numel() for p in model.parameters()) == result.report["student"]["params"]
+    info = json.loads((run_dir / "model" / "metanas_arch.json").read_text())
+    assert info["arch"] == result.report["student"]["arch"]
+    assert info["final_distillation"]["steps"] == 8
+    ids = torch.randint(5, 100, (2, 9))
+    with torch.inference_mode():
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+    assert out.shape == (2, 9, result.report["student"]["arch"]["hidden"]) and torch.isfinite(out).all()
+
+
+def test_one_tracked_run_holds_every_stage(finished):
+    run_dir, _ = finished
+    keys = {k for record in read_metrics(run_dir) for k in record}
+    for prefix in ("train/", "search/", "export/", "report/"):
+        assert any(k.startswith(prefix) for k in keys), prefix
+    steps = [r["step"] for r in read_metrics(run_dir) if "step" in r]
+    assert steps == sorted(steps)  # stages continue each other's steps
+    assert (run_dir / "wandb").is_dir()  # offline W&B run with the model artifact
+
+
+def test_kill_after_training_resumes_at_search_and_matches(finished, tmp_path):
+    run_dir, result = finished
+    history = tmp_path / "history.db"
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "metanas", "compress", str(TINY), "--out", str(out), "--no-wandb", *OVERRIDES]
+    proc = subprocess.Popen(cmd, env=_env(history), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stages = out / "stages.json"
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if stages.is_file() and json.loads(stages.read_text())["stages"].get("train", {}).get("done"):
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    log = json.loads(stages.read_text())["stages"]
+    assert log["train"]["done"] and not log.get("search", {}).get("done"), "killed after the train stage"
+    assert not (out / "report.json").exists() and not (out / "model").exists()
+
+    rerun = subprocess.run(cmd, env=_env(history), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "stage train: done already, skipped" in rerun.stderr
+    assert "stage 3/5 search" in rerun.stderr and "stage 2/5 train" not in rerun.stderr
+    resumed = json.loads((out / "report.json").read_text())
+    assert resumed["student"]["arch"] == result.report["student"]["arch"]
+    assert resumed["search"]["best_metric"] == pytest.approx(result.report["search"]["best_metric"], rel=1e-5)
+
+
+def test_rerun_skips_done_stages_and_changed_export_needs_overwrite(finished, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("METANAS_HISTORY", str(tmp_path / "history.db"))
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished[0], run_dir)
+    before = (run_dir / "report.json").read_text()
+    assert main(["compress", str(TINY), "--out", str(run_dir), "--no-wandb", *OVERRIDES]) == 0
+    assert (run_dir / "report.json").read_text() == before  # nothing was redone
+
+    changed = [*OVERRIDES, "export.distill_steps=4"]
+    assert main(["compress", str(TINY), "--out", str(run_dir), "--no-wandb", *changed]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error:") and "export.distill_steps" in err and "export.overwrite=true" in err
+
+    assert main(["compress", str(TINY), "--out", str(run_dir), "--no-wandb", *changed, "export.overwrite=true"]) == 0
+    stages = json.loads((run_dir / "stages.json").read_text())["stages"]
+    assert stages["export"]["info"]["parts"]["student"]["distill"]["steps"] == 4
+    assert json.loads((run_dir / "report.json").read_text())["distillation"]["steps"] == 4
+
+    assert main(["compress", str(TINY), "--out", str(run_dir), "--no-wandb", "training.steps=17"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "training.steps" in err and "another --out" in err
+
+
+def test_search_and_export_subcommands_on_a_finished_run(finished, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("METANAS_HISTORY", str(tmp_path / "history.db"))
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished[0], run_dir)
+    assert (
+        main(
+            [
+                "search",
+                str(TINY),
+                "--run-dir",
+                str(run_dir),
+                "--warm-start",
+                "off",
+                "--no-wandb",
+                *OVERRIDES,
+                "budget.params=60%",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "evaluations" in out and "best kd_loss" in out
+    result = json.loads((run_dir / "search" / "search.json").read_text())
+    assert result["strategy"] == "evolution" and result["budget"]["params"] == pytest.approx(
+        0.6 * finished[1].report["teacher"]["params"]
+    )
+    stages = json.loads((run_dir / "stages.json").read_text())["stages"]
+    assert stages["search"]["done"] and "export" not in stages  # the next compress redoes export and report
+
+    assert main(["export", "--run-dir", str(run_dir), "--from-search", "--out", str(tmp_path / "best")]) == 0
+    exported = json.loads((tmp_path / "best" / "metanas_arch.json").read_text())
+    assert exported["arch"] == result["best"]["arch"]
+    arch = '{"depth": 1, "hidden": 16, "heads": [2], "ffn": [32]}'
+    assert main(["export", "--run-dir", str(run_dir), "--arch", arch, "--out", str(tmp_path / "best")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (
+        main(["export", "--run-dir", str(run_dir), "--arch", arch, "--out", str(tmp_path / "best"), "--overwrite"]) == 0
+    )
+    model = AutoModel.from_pretrained(tmp_path / "best", trust_remote_code=True)
+    assert model.config.hidden_size == 16
+
+
+def test_history_and_meta_train_subcommands_read_the_runs(finished, tmp_path, history, capsys):
+    assert main(["history", "list", "--db", str(history)]) == 0
+    out = capsys.readouterr().out
+    assert "builtin/kd" in out and "finished" in out
+    assert main(["history", "export", str(tmp_path / "evals.csv"), "--db", str(history)]) == 0
+    lines = (tmp_path / "evals.csv").read_text().splitlines()
+    assert lines[0].startswith("id,run_id,task_id") and len(lines) > 8
+    predictor = tmp_path / "meta.safetensors"
+    assert main(["meta-train", "--db", str(history), "--epochs", "20", "--out", str(predictor)]) == 0
+    from metanas.meta.warmstart import resolve_warm_start
+
+    assert resolve_warm_start(str(predictor)).active
+
+
+def test_ctrl_c_stops_with_a_resume_hint_and_leaves_no_stage_half_done(tmp_path):
+    out = tmp_path / "interrupted"
+    cmd = [sys.executable, "-m", "metanas", "compress", str(TINY), "--out", str(out), "--no-wandb", *OVERRIDES]
+    proc = subprocess.Popen(
+        cmd, env=_env(tmp_path / "h.db"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    stages = out / "stages.json"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        if stages.is_file() and json.loads(stages.read_text())["stages"].get("train", {}).get("done"):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted during stage" in err and f"resume with: metanas compress {TINY} --out {out}" in err
+    log = json.loads(stages.read_text())["stages"]
+    assert log["train"]["done"] and not any(log[s]["done"] for s in log if s not in ("latency", "train"))
+    assert not (out / "report.json").exists() and not (out / "model").exists()
+
+
+def test_a_latency_budget_is_met_by_timing_before_export(tmp_path, monkeypatch):
+    monkeypatch.setenv("METANAS_HISTORY", str(tmp_path / "h.db"))
+    overrides = [
+        "budget.params=null",
+        "budget.latency_ms=70%",
+        "search.latency={predictor_archs: 10, warmup: 2, runs: 8, verify: 2, margin: 0.05, cache_dir: null}",
+        "search.options={population_size: 6, generations: 2}",
+        "training.steps=4",
+        "export.distill_steps=0",
+        "report.latency_rounds=1",
+        "logging.wandb=false",
+    ]
+    result = compress(load_recipe(TINY, overrides), tmp_path / "run")
+    stages = json.loads((tmp_path / "run" / "stages.json").read_text())["stages"]
+    assert stages["latency"]["info"]["archs_measured"] == 10
+    search_limit = stages["search"]["info"]["search_budget"]["latency_ms"]
+    assert search_limit == pytest.approx(0.95 * stages["search"]["info"]["budget"]["latency_ms"])
+    for part in stages["export"]["info"]["parts"].values():
+        checks = part["latency_checks"]
+        assert 1 <= len(checks) <= 2 and all(c["limit_ms"] == pytest.approx(0.665 * c["teacher_ms"]) for c in checks)
+        assert checks[-1]["ok"] or len(checks) == 2  # the first that passes, else the closest of those timed
+    check = result.report["budget_check"]["latency_ms"]
+    assert check["limit"] == pytest.approx(0.7 * result.report["teacher"]["latency_ms"])
+    assert result.report["within_budget"] is check["ok"]
