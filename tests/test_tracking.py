@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -77,6 +78,12 @@ def test_wandb_offline_run_lives_in_the_run_dir(no_wandb_credentials, tmp_path):
     assert len(runs) == 1
     run_id = (run_dir / "wandb_id.txt").read_text()
     assert runs[0].name.endswith(run_id)
-    log = (runs[0] / f"run-{run_id}.wandb").read_bytes()
+    # wandb-core may still be flushing its transaction log after finish() returns
+    deadline = time.monotonic() + 30
+    while True:
+        log = (runs[0] / f"run-{run_id}.wandb").read_bytes()
+        if (b"loss/smallest" in log and b"tokens_per_s" in log) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert b"loss/smallest" in log and b"tokens_per_s" in log
     assert [r["loss/smallest"] for r in read_metrics(run_dir)] == [2.0, 1.0]
