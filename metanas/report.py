@@ -259,12 +259,21 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             f"Baseline arch (uniform fraction {b['fraction']:.3f} of every dimension): `{json.dumps(b['arch'])}`",
             "",
         ]
+    checks = (report.get("latency_checks") or {}).get("student")
+    if checks:
+        lines += [
+            f"Before export, {len(checks)} candidate(s), best search fitness first, were timed beside the teacher; "
+            f"the first within the search's latency limit was exported"
+            + (" (the search's best was over it when timed)." if len(checks) > 1 else "."),
+            "",
+        ]
     distill = report["distillation"]
     if distill["steps"]:
         lines += [f"Final distillation: {distill['steps']} steps for the student and the baseline alike.", ""]
     plots = report["plots"]
     lines += [f"![Pareto front]({plots['pareto']})", "", f"![Search curve]({plots['curve']})", ""]
-    lines += ["## Stage times", "", "| stage | seconds |", "|---|---|"]
+    lines += ["## Stage times", "", "Seconds per stage (the report stage itself not included).", ""]
+    lines += ["| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in report["stage_seconds"].items()]
     recipe_yaml = yaml.safe_dump(report["recipe"], sort_keys=False).rstrip()
     lines += ["", "## Recipe", "", "```yaml", recipe_yaml, "```", ""]
