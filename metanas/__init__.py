@@ -1,19 +1,42 @@
-"""metanas: compress BERT-like transformers to a budget by weight-sharing NAS."""
+"""metanas: compress BERT-like transformers to a budget by weight-sharing NAS.
+
+The public Python API (everything torch-heavy loads on first use, so `metanas --help`
+and space maths stay quick):
+
+- `compress(recipe, run_dir)`: the whole pipeline; `load_recipe(path)` / `Recipe`;
+- `ArchConfig`, `SearchSpace`: subnets and the space of them, costs by formula;
+- `ElasticBert`: the supernet (`ElasticBert.from_teacher(path)`), `export(sn, arch, dir)`;
+- `train_supernet(recipe, run_dir)` and `run_search(...)`: two stages on their own.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from metanas.space import ArchConfig, SearchSpace
 
-__all__ = ["ArchConfig", "SearchSpace", "ElasticBert", "export"]
-__version__ = "0.1.0"
+try:
+    __version__ = version("metanas")  # the one place it is written is pyproject.toml
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+_LAZY = {
+    "ElasticBert": "metanas.supernet.model",
+    "export": "metanas.supernet.export",
+    "compress": "metanas.pipeline",
+    "CompressResult": "metanas.pipeline",
+    "Recipe": "metanas.config",
+    "load_recipe": "metanas.config",
+    "train_supernet": "metanas.training",
+    "run_search": "metanas.search.runner",
+}
+
+__all__ = ["ArchConfig", "SearchSpace", *_LAZY]
 
 
-def __getattr__(name: str):
-    # torch-heavy parts load lazily so `metanas --help` and space maths stay quick.
-    if name == "ElasticBert":
-        from metanas.supernet.model import ElasticBert
-
-        return ElasticBert
-    if name == "export":
-        from metanas.supernet.export import export
-
-        return export
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'metanas' has no attribute {name!r}")

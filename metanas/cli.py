@@ -1,10 +1,9 @@
-"""The `metanas` command: one subcommand per stage.
+"""The `metanas` command: `compress` and one subcommand per stage.
 
-Each subcommand is a `Command`: a name, a function that adds its arguments to an
-`argparse` parser, and a handler taking the parsed namespace. Adding a stage
-(`export`, `search`, `compress`, `meta-train`, `history`) means appending one
-`Command` to `COMMANDS`; help formatting and error handling are shared. Handlers
-import their heavy dependencies themselves so `metanas --help` stays fast.
+Each subcommand is a `Command` in `COMMANDS`: a name, a function that adds its
+arguments to an `argparse` parser, and a handler taking the parsed namespace; help
+formatting and error handling are shared. Handlers import their heavy
+dependencies themselves so `metanas --help` stays fast.
 """
 
 from __future__ import annotations
@@ -44,16 +43,7 @@ def _add_train_supernet(p: argparse.ArgumentParser) -> None:
         "--run-dir", default=None, help="output directory; when unset: the recipe's run_dir, else runs/<recipe name>"
     )
     p.add_argument("--resume", action="store_true", help="continue exactly from RUN_DIR/checkpoint.pt")
-    p.add_argument(
-        "--no-wandb", action="store_true", help="log only to RUN_DIR/metrics.jsonl (same as logging.wandb=false)"
-    )
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key.sub=value",
-        default=[],
-        help="recipe overrides, values parsed as YAML (e.g. training.steps=100 objective.name=mlm)",
-    )
+    _add_overrides(p)
 
 
 def _load(args: argparse.Namespace) -> Recipe:
@@ -65,13 +55,13 @@ def _load(args: argparse.Namespace) -> Recipe:
 def _run_train_supernet(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from metanas.train import TrainingInterrupted, train_supernet
+    from metanas.pipeline.paths import TEACHER_DIR
+    from metanas.pipeline.tiny import write_tiny_teacher
+    from metanas.training import TrainingInterrupted, train_supernet
 
     recipe = _load(args)
     run_dir = args.run_dir or recipe.run_dir or str(Path("runs") / Path(args.recipe).stem)
     if recipe.teacher.tiny:
-        from metanas.compress import TEACHER_DIR, write_tiny_teacher
-
         teacher = write_tiny_teacher(Path(run_dir).resolve() / TEACHER_DIR, seed=recipe.training.seed)
         recipe = replace(recipe, teacher=replace(recipe.teacher, path=str(teacher), tiny=False))
     try:
@@ -112,7 +102,7 @@ def _add_compress(p: argparse.ArgumentParser) -> None:
 
 
 def _run_compress(args: argparse.Namespace) -> int:
-    from metanas.compress import CompressInterrupted, compress, plan
+    from metanas.pipeline import CompressInterrupted, compress, plan
 
     recipe = _load(args)
     run_dir = args.out or recipe.run_dir or str(Path("runs") / Path(args.recipe).stem)
@@ -154,7 +144,9 @@ def _add_search(p: argparse.ArgumentParser) -> None:
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    from metanas.compress import CompressInterrupted, search_only
+    from metanas.pipeline import CompressInterrupted, search_only
+    from metanas.pipeline.paths import SEARCH_DIR
+    from metanas.search.runner import RESULT_FILE
 
     if args.warm_start is not None:
         args.overrides = [*args.overrides, f"search.warm_start={args.warm_start}"]
@@ -166,7 +158,7 @@ def _run_search(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(f"search: {info['strategy']} ({info['warm_start']}), {info['num_evaluations']} evaluations")
     print(f"best {info['metric_name']} {info['best_metric']:.5g}: {json.dumps(info['best_arch'])}")
-    print(f"result: {Path(args.run_dir) / 'search' / 'search.json'}")
+    print(f"result: {Path(args.run_dir) / SEARCH_DIR / RESULT_FILE}")
     return 0
 
 
@@ -185,7 +177,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from metanas.compress import export_arch
+    from metanas.pipeline import export_arch
     from metanas.space import ArchConfig
 
     arch = None
@@ -275,20 +267,11 @@ def _add_meta_train(p: argparse.ArgumentParser) -> None:
 
 def _run_meta_train(args: argparse.Namespace) -> int:
     from metanas.meta.history import HistoryStore
-    from metanas.meta.metatrain import meta_train
-    from metanas.space import SearchSpace
+    from metanas.meta.metatrain import meta_train, spaces_from_records
 
     with HistoryStore(args.db) as store:
         records = store.records()
-    spaces: dict[str, SearchSpace] = {}
-    for path in args.space:
-        space = SearchSpace.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-        spaces[space.signature()] = space
-    for r in records:
-        if r.space_signature not in spaces and isinstance(r.task_meta.get("space"), dict):
-            space = SearchSpace.from_dict(r.task_meta["space"])
-            if space.signature() == r.space_signature:
-                spaces[space.signature()] = space
+    spaces = spaces_from_records(records, args.space)
     usable = [r for r in records if r.space_signature in spaces]
     if not usable:
         raise ValueError(

@@ -22,7 +22,12 @@ from typing import Any, Literal
 
 import yaml
 
-from metanas.data import DataConfig
+from metanas.cost.budget import BUDGET_KEYS, Budget
+from metanas._options import check_options
+from metanas.objectives import OBJECTIVES
+from metanas.search.configs import check_objectives, runs_as, strategy_options
+from metanas.teachers import default_teacher_path
+
 
 # A check returns an error text (completing "<key> ...") or None when the value is fine.
 Check = Callable[[Any], "str | None"]
@@ -39,8 +44,6 @@ _FRACTION = _rule(lambda v: 0 <= v < 1, "in [0, 1)")
 
 
 def _objective_names() -> list[str]:
-    from metanas.objectives import OBJECTIVES
-
     return sorted(OBJECTIVES)
 
 
@@ -61,6 +64,56 @@ def _meta(check: Check | None = None, choices: Callable[[], Iterable[str]] | Non
     return {"check": check, "choices": choices}
 
 
+def is_fraction(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0
+
+
+def is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class DataConfig:
+    """Where the training text comes from and how it is cut.
+
+    ``source`` is ``"builtin"`` (stdlib docstrings), a local file (.txt, .json/.jsonl, .csv,
+    .parquet) or a directory of such files sharing one format, or a Hugging Face dataset name.
+    ``split`` and ``hf_config`` only apply to hub datasets; local files form a single split.
+    """
+
+    source: str = "builtin"
+    hf_config: str | None = None
+    split: str = "train"
+    text_column: str = "text"
+    label_column: str | None = None
+    max_length: int = 128
+    validation_fraction: float = 0.1
+    max_documents: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("source", "split", "text_column"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"DataConfig.{name} must be a non-empty string, got {value!r}")
+        for name in ("hf_config", "label_column"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"DataConfig.{name} must be None or a non-empty string, got {value!r}")
+        if self.label_column == self.text_column:
+            raise ValueError(f"DataConfig.label_column must differ from text_column, both are {self.text_column!r}")
+        if not is_int(self.max_length) or self.max_length < 2:
+            raise ValueError(f"DataConfig.max_length must be an integer >= 2, got {self.max_length!r}")
+        if not is_fraction(self.validation_fraction):
+            raise ValueError(
+                f"DataConfig.validation_fraction must be a number in [0, 1), got {self.validation_fraction!r}"
+            )
+        if self.max_documents is not None and (not is_int(self.max_documents) or self.max_documents < 1):
+            raise ValueError(f"DataConfig.max_documents must be None or an integer >= 1, got {self.max_documents!r}")
+        if not is_int(self.seed):
+            raise ValueError(f"DataConfig.seed must be an integer, got {self.seed!r}")
+
+
 @dataclass
 class TeacherSection:
     """The pretrained model the supernet is built from (HF directory or hub id).
@@ -79,8 +132,6 @@ class TeacherSection:
             raise ValueError("tiny writes its own random teacher; leave path null")
 
     def resolved_path(self) -> str:
-        from metanas.teachers import default_teacher_path
-
         if self.tiny:
             raise ValueError("teacher.tiny: the tiny teacher is written into the run directory by `metanas compress`")
         return self.path if self.path is not None else default_teacher_path()
@@ -123,8 +174,6 @@ def _limit(key: str) -> Check:
     """A budget limit: a positive number or a percentage of the teacher's cost like '50%'."""
 
     def check(value: Any) -> str | None:
-        from metanas.cost import Budget
-
         try:
             Budget(**{key: value})
         except ValueError:
@@ -149,10 +198,8 @@ class BudgetSection:
     seq_len: int = field(default=128, metadata=_meta(_POSITIVE))
     batch_size: int = field(default=1, metadata=_meta(_POSITIVE))
 
-    def to_budget(self) -> Any:
+    def to_budget(self) -> Budget:
         """The `metanas.cost.Budget` these limits describe."""
-        from metanas.cost import Budget
-
         return Budget(**dataclasses.asdict(self))
 
 
@@ -162,8 +209,9 @@ class LatencySection:
 
     `measure: true` times every candidate (exact, ~`warmup + runs` forward passes each);
     otherwise a `LatencyPredictor` is fitted on `predictor_archs` measured archs (cached
-    per machine in `cache_dir`; `rounds` > 1 keeps each arch's best pass, robust to
-    load from other processes) and predicts the rest in microseconds. `margin`: the
+    per machine in `cache_dir`; `rounds` > 1 measures every arch that many times and
+    keeps the median, robust to load from other processes) and predicts the rest in
+    microseconds. `margin`: the
     search (and the uniform baseline) must stay `margin` below the latency limit, so
     that measurement noise does not push the exported model over it when the report
     re-measures it; the report checks the budget itself. `verify`: before export, up
@@ -176,14 +224,10 @@ class LatencySection:
     threads: int | None = field(default=None, metadata=_meta(_AT_LEAST_ONE))  # null: torch's default
     warmup: int = field(default=10, metadata=_meta(_NON_NEGATIVE))
     runs: int = field(default=50, metadata=_meta(_AT_LEAST_ONE))
-    rounds: int = field(default=1, metadata=_meta(_AT_LEAST_ONE))  # predictor: best of this many passes per arch
+    rounds: int = field(default=1, metadata=_meta(_AT_LEAST_ONE))  # predictor: median of this many passes per arch
     margin: float = field(default=0.0, metadata=_meta(_FRACTION))
     verify: int = field(default=5, metadata=_meta(_NON_NEGATIVE))
     cache_dir: str | None = "~/.cache/metanas/latency"  # null: no cache
-
-
-SEARCH_STRATEGIES = ("evolution", "random", "nsga2")
-WARM_OPTIONS_SET_BY_COMPRESS = ("warm_start", "task_meta")
 
 
 @dataclass
@@ -215,29 +259,13 @@ class SearchSection:
     latency: LatencySection = field(default_factory=LatencySection)
 
     def __post_init__(self) -> None:
-        from metanas.cost import BUDGET_KEYS
-        from metanas.search import strategy_options
-
         if isinstance(self.warm_start, bool):
             self.warm_start = "auto" if self.warm_start else "off"
-
-        name = "warm_evolution" if self.strategy == "evolution" and self.warm_start != "off" else self.strategy
-        allowed = [o for o in strategy_options(name) if o not in WARM_OPTIONS_SET_BY_COMPRESS]
-        for key in self.options:
-            if key not in allowed:
-                raise ValueError(
-                    f"unknown option {key!r}{_suggest(key, allowed, 'options')} for strategy {self.strategy!r}; "
-                    f"allowed: {', '.join(allowed)}"
-                )
-        objectives = self.objectives
-        if not objectives or objectives[0] != "fitness" or len(objectives) > 2:
-            raise ValueError(f"objectives must be [fitness] or [fitness, COST]; got {objectives}")
-        if len(objectives) == 2 and objectives[1] not in BUDGET_KEYS:
-            raise ValueError(f"objectives: the cost must be one of {', '.join(BUDGET_KEYS)}; got {objectives[1]!r}")
-        if self.strategy == "nsga2" and len(objectives) != 2:
-            raise ValueError("strategy nsga2 needs two objectives, e.g. [fitness, latency_ms]")
-        if self.strategy == "evolution" and len(objectives) != 1:
-            raise ValueError("two objectives need strategy nsga2 (or random)")
+        if "warm_start" in self.options:
+            raise ValueError("options.warm_start: set search.warm_start instead (auto, off or a predictor file)")
+        allowed = [o for o in strategy_options(runs_as(self.strategy, self.warm_start)) if o != "warm_start"]
+        check_options(f"strategy {self.strategy!r}", self.options, allowed, prefix="options.")
+        check_objectives(self.objectives, self.strategy, BUDGET_KEYS)
 
 
 @dataclass
@@ -316,7 +344,7 @@ class Recipe:
         return _build(cls, raw, "")
 
 
-# --------------------------------------------------------------------------- loading
+# --------------------------------------------------------------------------- loading and comparing
 
 
 def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
@@ -355,6 +383,21 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
             raise ValueError(f"override {item!r}: {'.'.join(parents[: i + 1])} is not a section")
         node = child
     node[last] = value
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def recipe_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two recipe dicts (a resumed run names them)."""
+    a, b = _flatten(dict(old)), _flatten(dict(new))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
 def _plain(data: Any) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -89,12 +89,3 @@ class Evaluator:
         if self.eval_seconds <= 0:
             return 0.0
         return 60.0 * self.num_evaluations / self.eval_seconds
-
-    def stats(self) -> dict[str, Any]:
-        """Counts and speed, for logs and reports."""
-        return {
-            "evaluations": self.num_evaluations,
-            "cache_hits": self.cache_hits,
-            "eval_seconds": self.eval_seconds,
-            "evals_per_minute": self.evals_per_minute,
-        }

@@ -1,10 +1,10 @@
-"""Side-by-side evaluation of teacher, student and baseline, and the compress report files.
+"""What the compress report measures about a model, and the report files (`report.json`, `report.md`).
 
-Everything a user compares is measured the same way for every model, in one
-process: parameters and FLOPs by formula, latency by timing the standalone models
-(HAT protocol, rounds interleaved so load from other processes hits all models
-alike), size as the bytes of the fp32 safetensors weights, and quality on held-out
-validation examples the search never used for fitness:
+Every model a user compares (teacher, student, baseline) is measured the same way:
+size as the bytes of its fp32 safetensors weights, and quality on held-out
+validation examples the search never used for fitness (latency is timed by
+`metanas.cost.latency.measure_models_latency`; the report stage in
+`metanas.pipeline.reporting` puts it together):
 
 - `kd` / `contrastive`: sentence embeddings (mean-pooled last hidden states) of the
   model and of the teacher on the same texts; quality is the Spearman correlation of
@@ -18,38 +18,32 @@ validation examples the search never used for fitness:
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import yaml
+from safetensors.torch import save as safetensors_bytes
 from scipy.stats import spearmanr
 from torch import nn
 
-from metanas.cost import measure_latency
+from metanas._io import atomic_write_json, atomic_write_text
+from metanas.objectives.base import Objective
+from metanas.objectives.losses import mean_pool
+from metanas.objectives.mlm import perplexity
 from metanas.space import ArchConfig
-
-if TYPE_CHECKING:
-    from metanas.objectives.base import Objective
-    from metanas.supernet.model import ElasticBert
+from metanas.supernet.families import MODEL_INPUTS
+from metanas.supernet.model import ElasticBert
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 REPORT_FORMAT = "metanas.compress-report/1"
 EMBEDDING_METRIC = "embedding_spearman"
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 # --------------------------------------------------------------------------- embeddings
-
-
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sentence embeddings: the mean of the real tokens' hidden states (sentence-transformers pooling)."""
-    m = mask[..., None].to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp_min(1)
 
 
 def pairwise_similarities(embeddings: torch.Tensor) -> torch.Tensor:
@@ -88,22 +82,6 @@ def embedding_agreement(student: torch.Tensor, teacher: torch.Tensor) -> dict[st
 # --------------------------------------------------------------------------- objective metrics
 
 
-def load_subnet_weights(sn: ElasticBert, arch: ArchConfig, model: nn.Module) -> None:
-    """Write a standalone model's weights into the prefix slices `arch` uses in `sn` (the inverse of export).
-
-    Lets an objective's trained head (MLM decoder, classifier) score a model whose
-    weights changed after export (final distillation) through the supernet forward,
-    which computes the same function as the exported model.
-    """
-    sn.space.validate(arch)
-    ours = dict(sn.named_parameters())
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name not in ours:
-                raise ValueError(f"the model has a parameter {name} that the supernet lacks")
-            ours[name][tuple(slice(0, n) for n in p.shape)].copy_(p.detach())
-
-
 def objective_quality(
     objective: Objective, sn: ElasticBert, arch: ArchConfig, batches: list[dict[str, torch.Tensor]]
 ) -> tuple[str, float, bool]:
@@ -111,23 +89,19 @@ def objective_quality(
 
     MLM loss is reported as perplexity; other metrics as the objective defines them.
     """
-    from metanas.objectives import perplexity
-
     value = float(objective.evaluate(sn, arch, batches))
     if objective.metric_name == "mlm_loss":
         return "perplexity", perplexity(value), False
     return objective.metric_name, value, bool(objective.higher_is_better)
 
 
-# --------------------------------------------------------------------------- costs of standalone models
+# --------------------------------------------------------------------------- sizes of standalone models
 
 
 def weights_bytes(model: nn.Module) -> int:
     """Bytes of the model's weights as fp32 safetensors (the same serialization for every model)."""
-    from safetensors.torch import save
-
     state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
-    return len(save(state))
+    return len(safetensors_bytes(state))
 
 
 def dir_bytes(path: str | os.PathLike) -> int:
@@ -135,59 +109,7 @@ def dir_bytes(path: str | os.PathLike) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def measure_models_latency(
-    models: Mapping[str, nn.Module],
-    vocab_size: int,
-    batch_size: int,
-    seq_len: int,
-    threads: int | None = None,
-    rounds: int = 3,
-    warmup: int = 10,
-    runs: int = 50,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Latency (ms) of each model: HAT mean of the middle 80%, best of `rounds` interleaved rounds.
-
-    Every model sees the same seeded random ids; rounds alternate the models (and
-    which one goes first), so a burst of load from another process is shared rather
-    than landing on one model.
-    """
-    from tqdm.auto import tqdm
-
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab_size, (batch_size, seq_len), generator=gen)
-    mask = torch.ones_like(ids)
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    best = {name: math.inf for name in models}
-    try:
-        with torch.inference_mode(), tqdm(total=rounds * len(models), desc="latency", unit="model") as bar:
-            names = list(models)
-            for r in range(rounds):
-                for name in names[r % len(names) :] + names[: r % len(names)]:  # each model takes its turn first
-                    model = models[name]
-                    model.eval()
-                    stats = measure_latency(lambda m=model: m(input_ids=ids, attention_mask=mask), warmup, runs)
-                    best[name] = min(best[name], stats.mean_ms)
-                    bar.update()
-    finally:
-        torch.set_num_threads(previous)
-    return best
-
-
 # --------------------------------------------------------------------------- files
-
-
-def write_json_atomic(data: Any, path: Path) -> None:
-    """Temp file + rename, so a reader (or a resumed run) never sees half a report."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -283,8 +205,6 @@ def render_markdown(report: Mapping[str, Any]) -> str:
 def write_report(report: dict[str, Any], run_dir: Path) -> tuple[Path, Path]:
     """`report.json` (machine-readable) and `report.md` (for people), each written atomically."""
     json_path, md_path = run_dir / REPORT_JSON, run_dir / REPORT_MD
-    tmp = md_path.with_name(f".{md_path.name}.tmp-{os.getpid()}")
-    tmp.write_text(render_markdown(report), encoding="utf-8")
-    os.replace(tmp, md_path)
-    write_json_atomic(report, json_path)
+    atomic_write_text(render_markdown(report), md_path)
+    atomic_write_json(report, json_path)
     return json_path, md_path

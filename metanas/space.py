@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -235,6 +235,41 @@ class SearchSpace:
     def uniform(self, depth: int, hidden: int, heads: int, ffn: int) -> ArchConfig:
         """An arch with the same heads and FFN size in every layer, validated."""
         return self.validate(ArchConfig(depth, hidden, (heads,) * depth, (ffn,) * depth))
+
+    def middle(self) -> ArchConfig:
+        """The median choice of every dimension, uniform over layers: a fixed mid-size probe."""
+
+        def median(choices: tuple[int, ...]) -> int:
+            return choices[len(choices) // 2]
+
+        return self.uniform(
+            median(self.depth_choices), median(self.hidden_choices), median(self.head_choices), median(self.ffn_choices)
+        )
+
+    def uniform_at(self, fraction: float) -> ArchConfig:
+        """Every dimension at the largest choice <= `fraction` of its maximum (its smallest choice at least)."""
+
+        def pick(choices: tuple[int, ...]) -> int:
+            fitting = [c for c in choices if c <= fraction * max(choices) + 1e-9]
+            return max(fitting) if fitting else min(choices)
+
+        return self.uniform(
+            pick(self.depth_choices), pick(self.hidden_choices), pick(self.head_choices), pick(self.ffn_choices)
+        )
+
+    def uniform_shrinks(self, feasible: Callable[[ArchConfig], bool]) -> Iterator[tuple[ArchConfig, float]]:
+        """Uniformly shrunk archs (depth and every width scaled by one fraction) that are `feasible`, largest first.
+
+        Candidate fractions are the ratios at which some dimension changes choice; costs
+        grow with the fraction, so the first feasible one is the largest.
+        """
+        dims = (self.depth_choices, self.hidden_choices, self.head_choices, self.ffn_choices)
+        seen: set[ArchConfig] = set()
+        for fraction in sorted({c / max(choices) for choices in dims for c in choices}, reverse=True):
+            arch = self.uniform_at(fraction)
+            if arch not in seen and feasible(arch):
+                seen.add(arch)
+                yield arch, fraction
 
     def size(self) -> int:
         """Number of distinct archs: per-layer choices multiply, summed over depths."""

@@ -37,7 +37,7 @@ from scipy.stats import spearmanr
 
 import metanas
 from metanas import ArchConfig
-from metanas.cost import LatencyPredictor, device_fingerprint, measure_arch_latency
+from metanas.cost.latency import build_latency_predictor, device_fingerprint, measure_arch_latency
 
 
 def default_teacher() -> str:
@@ -74,7 +74,7 @@ def main() -> None:
     space = sn.space
     load_before = os.getloadavg()
     start = time.perf_counter()
-    pred = LatencyPredictor.build(
+    pred = build_latency_predictor(
         sn,
         None,
         args.n,

@@ -14,7 +14,7 @@ import torch
 from transformers import AutoTokenizer
 
 import metanas
-from metanas.supernet.calibration import builtin_batch
+from metanas.data.calibration import builtin_batch
 from metanas.supernet.rewire import rewire
 from metanas.teachers import default_teacher_path
 

@@ -31,7 +31,7 @@ from metanas.objectives import KDObjective, make_teacher, relation_loss
 from metanas.space import ArchConfig
 from metanas.supernet.model import ElasticBert
 from metanas.teachers import default_teacher_path
-from metanas.train import middle_arch, param_groups, step_archs
+from metanas.training.schedule import param_groups, step_archs
 
 HF_RUN = "HF model (largest, standalone)"
 
@@ -123,7 +123,7 @@ def main() -> None:
     runs: dict[str, tuple[Callable[[dict], None], list[ArchConfig]]] = {
         HF_RUN: (hf_step_fn(hf, objective, sn), [space.largest()]),
         "supernet largest": (supernet_step_fn(sn, objective, [space.largest()]), [space.largest()]),
-        "supernet middle": (supernet_step_fn(sn, objective, [middle_arch(space)]), [middle_arch(space)]),
+        "supernet middle": (supernet_step_fn(sn, objective, [space.middle()]), [space.middle()]),
         "supernet smallest": (supernet_step_fn(sn, objective, [space.smallest()]), [space.smallest()]),
         f"supernet sandwich (L+S+{args.num_random}R)": (supernet_step_fn(sn, objective, sandwich), sandwich),
     }

@@ -59,8 +59,7 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import build_predictor as bp  # noqa: E402  (the sibling script: task family, tables)
+import build_predictor as bp  # the sibling script (scripts/ is on sys.path): task family, tables
 
 from metanas.space import ArchConfig, SearchSpace  # noqa: E402
 
@@ -108,7 +107,7 @@ class Setting:
     def predictor(self, kind: str) -> Path:
         """The leave-one-out predictor (`kind` "loo" or "shuffled"), meta-trained now unless cached."""
         from metanas.meta.metatrain import meta_train
-        from metanas.meta.warmstart import anchor_subset_variants
+        from metanas.meta.metatrain import anchor_subset_variants
 
         card = json.loads((self.args.predictor_card).read_text(encoding="utf-8"))
         path = self.args.cache / "bench" / "predictors" / f"{self.task}-{kind}.safetensors"
@@ -278,14 +277,16 @@ RUNNERS: dict[str, Callable[[Setting, int], dict[str, Any]]] = {
 
 def tau_study(s: Setting) -> dict[str, dict[int, float]]:
     """Tau on 500 random archs of the held-out task: adapted meta-predictor vs target-only vs params proxy."""
-    from metanas.meta.predictor import TargetOnlyPredictor, params_proxy
-    from metanas.meta.warmstart import encode, kendall, load_warm_predictor, target_embedding, target_only_kwargs
+    from metanas.meta.choice import load_warm_predictor
+    from metanas.meta.encoding import target_embedding
+    from metanas.meta.predictor import params_proxy
+    from metanas.search.warm.guard import kendall
 
     base = load_warm_predictor(s.predictor("loo"))
     test = s.randoms[: s.args.tau_archs]
     pool = s.randoms[s.args.tau_archs :]
     y_test = [s.table.fitness(a) for a in test]
-    x_test = encode(base, s.space, test)
+    x_test = base.encode_archs(s.space, test)
     anchor_fit = {a: s.table.fitness(a) for a in s.anchors}
     emb = target_embedding(s.anchors, anchor_fit, s.table.task_meta)
     out: dict[str, dict[int, list[float]]] = {"meta": {}, "target_only": {}, "params_proxy": {}}
@@ -294,10 +295,10 @@ def tau_study(s: Setting) -> dict[str, dict[int, float]]:
         order = random.Random(f"tau:{s.task}:{draw}").sample(pool, len(pool))
         for n in s.args.tau_ns:
             train = s.anchors + order[:n]
-            x, y = encode(base, s.space, train), np.array([s.table.fitness(a) for a in train])
+            x, y = base.encode_archs(s.space, train), np.array([s.table.fitness(a) for a in train])
             meta = base.adapt(x, np.tile(emb, (len(train), 1)), y, seed=draw)
             mean, _ = meta.predict(x_test, np.tile(emb, (len(test), 1)))
-            target = TargetOnlyPredictor(**target_only_kwargs(base)).fit(x, y, seed=draw)
+            target = base.target_only().fit(x, y, seed=draw)
             out["meta"].setdefault(n, []).append(kendall(mean, y_test))
             out["target_only"].setdefault(n, []).append(kendall(target.predict(x_test)[0], y_test))
             out["params_proxy"].setdefault(n, []).append(proxy_tau)

@@ -1,4 +1,4 @@
-"""Build the shipped meta-predictor (checkpoints/meta_predictor.safetensors) from a family of builtin tasks.
+"""Build the shipped meta-predictor (metanas/checkpoints/meta_predictor.safetensors) from a family of builtin tasks.
 
 Steps, each cached under --cache so an interrupted build resumes where it stopped:
 
@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from metanas.space import ArchConfig, SearchSpace
 
 DEFAULT_CACHE = Path("~/.cache/metanas/bench").expanduser()
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "checkpoints"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "metanas" / "checkpoints"
 PREDICTOR_NAME = "meta_predictor.safetensors"
 CARD_NAME = "meta_predictor.card.json"
 TEACHER_ARCH = {"depth": 6, "hidden": 128, "heads": 4, "ffn": 512}
@@ -240,7 +240,7 @@ def recipe_for(spec: TaskSpec, teacher: Path, cache: Path, steps: int) -> Any:
 
 def train_task(spec: TaskSpec, teacher: Path, cache: Path, steps: int) -> Path:
     """The task's trained supernet directory (trained now unless already there; an interrupted run resumes)."""
-    from metanas.train import CHECKPOINT_FILE, SUPERNET_FILE, train_supernet
+    from metanas.training import CHECKPOINT_FILE, SUPERNET_FILE, train_supernet
 
     run_dir = cache / "supernets" / spec.name
     if not (run_dir / SUPERNET_FILE).is_file():
@@ -290,7 +290,7 @@ class TaskTable:
         from metanas.data import Collator, build_datasets
         from metanas.evaluate import Evaluator
         from metanas.supernet.convert import load_teacher_config
-        from metanas.train import RECIPE_FILE, load_trained_supernet
+        from metanas.training import RECIPE_FILE, load_trained_supernet
 
         trained = load_trained_supernet(self.run_dir)
         recipe = load_recipe(self.run_dir / RECIPE_FILE)
@@ -455,7 +455,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small models)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "datasets", "transformers", "metanas.train", "accelerate"):
+    for noisy in ("httpx", "datasets", "transformers", "metanas.training", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -465,7 +465,7 @@ def main() -> None:
     store = write_history(args.cache, tables, anchors, randoms)
 
     from metanas.meta.metatrain import meta_train
-    from metanas.meta.warmstart import anchor_subset_variants, variant_task
+    from metanas.meta.metatrain import anchor_subset_variants, variant_task
 
     space = next(iter(tables.values())).space
     records = {name: store.records(task_id=name) for name in tables}

@@ -28,16 +28,10 @@ import torch  # noqa: E402
 from transformers import AutoModel  # noqa: E402
 
 from metanas.cli import main  # noqa: E402
-from metanas.compress import (  # noqa: E402
-    STAGES,
-    compress,
-    dependents,
-    distillation_loss,
-    heldout_ranges,
-    stage_fingerprints,
-    uniform_arch_at,
-    uniform_shrink_arch,
-)
+from metanas.pipeline import STAGES, compress  # noqa: E402
+from metanas.pipeline.run import heldout_ranges  # noqa: E402
+from metanas.pipeline.stagelog import dependents, stage_fingerprints  # noqa: E402
+from metanas.training.distill import distillation_loss  # noqa: E402
 from metanas.config import Recipe, load_recipe  # noqa: E402
 from metanas.cost import CostModel  # noqa: E402
 from metanas.space import SearchSpace  # noqa: E402
@@ -88,37 +82,41 @@ def test_uniform_shrink_takes_the_largest_even_fraction_within_budget():
         max_position_embeddings=64,
         type_vocab_size=2,
     )
-    assert uniform_arch_at(space, 1.0) == space.largest()
-    assert uniform_arch_at(space, 0.0) == space.smallest()
-    half = uniform_arch_at(space, 0.5)
+    assert space.uniform_at(1.0) == space.largest()
+    assert space.uniform_at(0.0) == space.smallest()
+    half = space.uniform_at(0.5)
     assert (half.depth, half.hidden, half.heads[0], half.ffn[0]) == (4, 64, 2, 256)
     cm = CostModel(space)
     limit = 0.6 * space.params(space.largest())
-    arch, fraction = uniform_shrink_arch(space, lambda a: space.params(a) <= limit)
+    arch, fraction = next(space.uniform_shrinks(lambda a: space.params(a) <= limit))
     assert space.params(arch) <= limit
     # one step up the fraction grid breaks the budget: it is the largest uniform arch that fits
     grid = {c / max(ch) for ch in (space.depth_choices, space.hidden_choices, space.ffn_choices) for c in ch}
-    larger = [uniform_arch_at(space, f) for f in grid if f > fraction]
+    larger = [space.uniform_at(f) for f in grid if f > fraction]
     assert all(space.params(a) > limit for a in larger if a != arch)
     assert cm.costs(arch)["params"] == space.params(arch)
 
 
 def test_stage_dependents_follow_what_each_stage_consumes():
-    assert dependents("latency") == ["search", "export", "report"]
-    assert dependents("train") == ["search", "export", "report"]
-    assert dependents("export") == ["report"] and dependents("report") == []
+    assert dependents("latency", STAGES) == ["search", "export", "report"]
+    assert dependents("train", STAGES) == ["search", "export", "report"]
+    assert dependents("export", STAGES) == ["report"] and dependents("report", STAGES) == []
 
 
 def test_fingerprints_follow_stage_dependencies():
     base = Recipe.from_dict({"teacher": {"tiny": True}})
-    fp = stage_fingerprints(base)
-    export = stage_fingerprints(Recipe.from_dict({"teacher": {"tiny": True}, "export": {"distill_steps": 5}}))
-    assert [s for s in STAGES if fp[s] != export[s]] == ["export", "report"]
-    budget = stage_fingerprints(Recipe.from_dict({"teacher": {"tiny": True}, "budget": {"params": "50%"}}))
-    assert [s for s in STAGES if fp[s] != budget[s]] == ["latency", "search", "export", "report"]
-    steps = stage_fingerprints(Recipe.from_dict({"teacher": {"tiny": True}, "training": {"steps": 7}}))
-    assert [s for s in STAGES if fp[s] != steps[s]] == ["train", "search", "export", "report"]
-    where = stage_fingerprints(Recipe.from_dict({"teacher": {"tiny": True}, "search": {"history": "/x.db"}}))
+    def fingerprints(**sections):
+        return stage_fingerprints(Recipe.from_dict({"teacher": {"tiny": True}, **sections}), STAGES)
+
+    names = [s.name for s in STAGES]
+    fp = stage_fingerprints(base, STAGES)
+    export = fingerprints(export={"distill_steps": 5})
+    assert [s for s in names if fp[s] != export[s]] == ["export", "report"]
+    budget = fingerprints(budget={"params": "50%"})
+    assert [s for s in names if fp[s] != budget[s]] == ["latency", "search", "export", "report"]
+    steps = fingerprints(training={"steps": 7})
+    assert [s for s in names if fp[s] != steps[s]] == ["train", "search", "export", "report"]
+    where = fingerprints(search={"history": "/x.db"})
     assert where == fp  # where evaluations are recorded does not change results
 
 
@@ -172,7 +170,7 @@ def test_report_fields_are_present_and_consistent(finished):
         assert (run_dir / plot).stat().st_size > 0
     assert report["recipe"]["teacher"]["tiny"] is True
     stages = json.loads((run_dir / "stages.json").read_text())["stages"]
-    assert all(stages[s]["done"] for s in STAGES)
+    assert all(stages[s.name]["done"] for s in STAGES)
     assert stages["export"]["info"]["parts"]["student"]["distill"]["steps"] == 8
 
 
@@ -302,7 +300,7 @@ def test_history_and_meta_train_subcommands_read_the_runs(finished, tmp_path, hi
     assert lines[0].startswith("id,run_id,task_id") and len(lines) > 8
     predictor = tmp_path / "meta.safetensors"
     assert main(["meta-train", "--db", str(history), "--epochs", "20", "--out", str(predictor)]) == 0
-    from metanas.meta.warmstart import resolve_warm_start
+    from metanas.meta.choice import resolve_warm_start
 
     assert resolve_warm_start(str(predictor)).active
 

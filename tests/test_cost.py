@@ -9,16 +9,13 @@ from tiny_models import tiny_teacher
 from transformers import BertConfig
 
 import metanas
-import metanas.cost as cost
+import metanas.cost.latency as latency
 from metanas import ArchConfig, SearchSpace
-from metanas.cost import (
-    FEATURE_NAMES,
-    Budget,
-    CostModel,
-    LatencyPredictor,
+from metanas.cost import FEATURE_NAMES, Budget, CostModel, LatencyPredictor, latency_features
+from metanas.cost.latency import (
     LatencyStats,
+    build_latency_predictor,
     device_fingerprint,
-    latency_features,
     measure_arch_latency,
     measure_latency,
 )
@@ -258,15 +255,15 @@ def test_predictor_save_load_and_mismatches(tmp_path):
 def test_build_measures_once_then_hits_the_cache(tmp_path, monkeypatch):
     sn = metanas.ElasticBert.from_teacher(tiny_teacher("bert"))
     measured = []
-    real = cost.measure_arch_latency
+    real = latency.measure_arch_latency
 
     def spy(sn_, arch, *args):
         measured.append(arch)
         return real(sn_, arch, *args)
 
-    monkeypatch.setattr(cost, "measure_arch_latency", spy)
+    monkeypatch.setattr(latency, "measure_arch_latency", spy)
     kw = dict(batch_size=1, seq_len=16, threads=1, cache_dir=tmp_path, warmup=1, runs=3, holdout=0.3, progress=False)
-    pred = LatencyPredictor.build(sn, None, 8, **kw)
+    pred = build_latency_predictor(sn, None, 8, **kw)
     assert len(measured) == 8 and len(set(measured)) == 8
     assert measured[:2] == [sn.space.smallest(), sn.space.largest()]
     splits = [s for _, _, s in pred.measurements]
@@ -275,10 +272,10 @@ def test_build_measures_once_then_hits_the_cache(tmp_path, monkeypatch):
     files = list(tmp_path.glob("*.json"))
     assert len(files) == 1 and files[0].name.endswith("-b1-s16.json")
 
-    again = LatencyPredictor.build(sn, None, 8, **kw)
+    again = build_latency_predictor(sn, None, 8, **kw)
     assert len(measured) == 8  # nothing measured again
     assert list(again.weights) == list(pred.weights)
-    more = LatencyPredictor.build(sn, None, 10, **kw)  # a larger n tops the cache up
+    more = build_latency_predictor(sn, None, 10, **kw)  # a larger n tops the cache up
     assert len(measured) == 10 and len(more.measurements) == 10
     assert more.measurements[:8] == pred.measurements
 
@@ -292,8 +289,8 @@ def test_build_rounds_keep_each_archs_median_pass(monkeypatch):
         factor = {1: 3.0, 2: 1.0, 3: 0.9}[(len(calls) - 1) // 6 + 1]  # a disturbed pass, then two quiet ones
         return LatencyStats.from_timings([sn_.space.flops(arch, 16) / 1e4 * factor])
 
-    monkeypatch.setattr(cost, "measure_arch_latency", fake)
-    pred = LatencyPredictor.build(sn, None, 6, 1, 16, cache_dir=None, rounds=3, holdout=0.0, progress=False)
+    monkeypatch.setattr(latency, "measure_arch_latency", fake)
+    pred = build_latency_predictor(sn, None, 6, 1, 16, cache_dir=None, rounds=3, holdout=0.0, progress=False)
     assert len(calls) == 18 and set(calls[:6]) == set(calls[6:12]) == set(calls[12:])
     assert [ms for _, ms, _ in pred.measurements] == [sn.space.flops(a, 16) / 1e4 for a, _, _ in pred.measurements]
     assert pred.holdout_mape is None

@@ -22,19 +22,18 @@ from helpers import tiny_tokenizer  # noqa: E402
 from transformers import AutoConfig, BertConfig  # noqa: E402
 
 from metanas.data import (  # noqa: E402
-    MIN_DOC_CHARS,
     Collator,
     DataBundle,
     DataConfig,
-    _collect_stdlib_docstrings,
+    batches_of,
     build_datasets,
     builtin_corpus,
     check_tokenizer_matches,
     load_texts,
-    make_dataloader,
     tokenize_dataset,
     train_validation_split,
 )
+from metanas.data.corpus import MIN_DOC_CHARS, _collect_stdlib_docstrings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,7 +93,7 @@ def test_builtin_corpus_is_deterministic_across_calls_and_processes():
 
     # Another process imports a different set of modules first and randomizes str hashing.
     script = (
-        "import hashlib, json; from metanas.data import _collect_stdlib_docstrings as c; "
+        "import hashlib, json; from metanas.data.corpus import _collect_stdlib_docstrings as c; "
         "print(hashlib.sha256(json.dumps(c()).encode()).hexdigest())"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO)}
@@ -417,7 +416,7 @@ def test_collator_errors():
         Collator(SimpleNamespace(pad_token_id=0))([])
 
 
-def test_build_datasets_and_seeded_dataloaders(tokenizer, tmp_path):
+def test_build_datasets_and_batches_in_order(tokenizer, tmp_path):
     cfg = DataConfig(label_column="module", max_length=24, validation_fraction=0.2, max_documents=400, seed=5)
     bundle = build_datasets(cfg, tokenizer, teacher_config=BertConfig(vocab_size=len(tokenizer)), cache_dir=tmp_path)
     assert isinstance(bundle, DataBundle)
@@ -426,15 +425,12 @@ def test_build_datasets_and_seeded_dataloaders(tokenizer, tmp_path):
     assert bundle.num_labels == len(bundle.label_names) and "json" in bundle.label_names
     assert sorted(bundle.train.column_names) == ["attention_mask", "input_ids", "label", "token_type_ids"]
 
-    def batches(seed):
-        return [b["input_ids"].tolist() for b in make_dataloader(bundle.train, tokenizer, 32, True, seed)]
-
-    first = batches(0)
-    assert first == batches(0)
-    assert first != batches(1)
-    batch = next(iter(make_dataloader(bundle.train, tokenizer, batch_size=8, shuffle=False, seed=0)))
-    assert batch["input_ids"].shape[0] == 8 and batch["input_ids"].shape[1] <= 24
-    assert batch["labels"].tolist() == bundle.train["label"][:8]
+    batches = batches_of(bundle.train, range(20), 8, Collator(tokenizer))
+    assert [b["input_ids"].shape[0] for b in batches] == [8, 8, 4]
+    assert all(b["input_ids"].shape[1] <= 24 for b in batches)
+    assert torch.cat([b["labels"] for b in batches]).tolist() == bundle.train["label"][:20]
+    first = bundle.train[0]["input_ids"]
+    assert batches[0]["input_ids"][0, : len(first)].tolist() == first
 
 
 def test_build_datasets_rejects_an_empty_validation_split(tokenizer, tmp_path):

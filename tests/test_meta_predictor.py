@@ -16,7 +16,7 @@ from transformers import BertConfig
 from metanas import ArchConfig, SearchSpace
 from metanas.meta.anchors import anchor_archs
 from metanas.meta.encoding import (
-    FEATURE_DIM,
+    feature_dim,
     arch_feature_matrix,
     arch_features,
     copula_normalize,
@@ -137,13 +137,13 @@ def test_arch_features_share_one_space_across_teachers():
     rng = random.Random(0)
     for space in (MINI, BASE):
         feats = arch_feature_matrix(space, [space.sample(rng) for _ in range(300)] + [space.smallest()])
-        assert feats.shape == (301, FEATURE_DIM) and np.isfinite(feats).all()
+        assert feats.shape == (301, feature_dim()) and np.isfinite(feats).all()
         fractions, costs = feats[:, :-3], feats[:, -3:]
         assert fractions.min() >= 0.0 and fractions.max() <= 1.0
         assert costs.max() <= 0.0 and costs.min() > -4.0
     top_mini, top_base = arch_features(MINI, MINI.largest()), arch_features(BASE, BASE.largest())
     np.testing.assert_array_equal(top_mini, top_base)
-    np.testing.assert_array_equal(top_mini, np.r_[np.ones(FEATURE_DIM - 3), np.zeros(3)])
+    np.testing.assert_array_equal(top_mini, np.r_[np.ones(feature_dim() - 3), np.zeros(3)])
     assert not np.allclose(arch_features(MINI, MINI.smallest()), arch_features(BASE, BASE.smallest()))
     # Layers are resampled over relative depth: a BERT-base arch that repeats each layer of a MiniLM arch
     # twice has the same per-layer slots, and both drop the same top share of the slots.

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import metanas
-from metanas.supernet.calibration import builtin_batch
+from metanas.data.calibration import builtin_batch
 from metanas.supernet.rewire import rewire
 
 minilm = pytest.importorskip(

@@ -278,7 +278,9 @@ def test_run_search_outputs_history_and_tracking(tmp_path: Path) -> None:
     assert len(rows) == 24 and len({r.arch for r in rows}) == 24
     assert max(r.fitness for r in rows) == result.best_fitness
     assert {(r.generation, r.origin) for r in rows} == {(0, "random"), (1, "evolved"), (2, "evolved")}
-    assert all(r.non_embedding_params <= limit and r.task_meta == {"kind": "synthetic"} for r in rows)
+    # the task as the search saw it: the caller's metadata, completed with the metric direction and seq_len
+    meta = {"kind": "synthetic", "higher_is_better": False, "seq_len": 128}
+    assert all(r.non_embedding_params <= limit and r.task_meta == meta for r in rows)
     assert [r["status"] for r in history.runs()] == ["finished"]
     for png in (result.pareto_plot, result.curve_plot):
         assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
@@ -414,7 +416,7 @@ def trained_evaluator() -> Evaluator:
 
     from metanas.objectives import build_objective
     from metanas.supernet.model import ElasticBert
-    from metanas.train import step_archs
+    from metanas.training.schedule import step_archs
 
     torch.set_num_threads(1)
     sn = ElasticBert.from_teacher(tiny_teacher("bert", initializer_range=0.2))

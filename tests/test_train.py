@@ -31,21 +31,10 @@ from metanas.cli import main  # noqa: E402
 from metanas.config import Recipe  # noqa: E402
 from metanas.space import SearchSpace  # noqa: E402
 from metanas.tracking import read_metrics  # noqa: E402
-from metanas.train import (  # noqa: E402
-    CHECKPOINT_FILE,
-    SUPERNET_FILE,
-    EpochOrder,
-    SupernetWithObjective,
-    atomic_torch_save,
-    eval_archs,
-    load_checkpoint,
-    load_trained_supernet,
-    lr_multiplier,
-    middle_arch,
-    param_groups,
-    step_archs,
-    train_supernet,
-)
+from metanas.training import CHECKPOINT_FILE, SUPERNET_FILE, load_trained_supernet, train_supernet  # noqa: E402
+from metanas.training.checkpoint import Checkpoint  # noqa: E402
+from metanas.training.schedule import EpochOrder, eval_archs, lr_multiplier, param_groups, step_archs  # noqa: E402
+from metanas.training.trainer import SupernetWithObjective  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # Exact-resume recipe: MLM (its own masking RNG), dropout, sandwich with random subnets,
@@ -181,7 +170,7 @@ def test_uniform_is_one_seeded_random_subnet():
 
 
 def test_middle_arch_takes_the_median_choices():
-    arch = middle_arch(tiny_space())
+    arch = tiny_space().middle()
     assert (arch.depth, arch.hidden, arch.heads, arch.ffn) == (2, 24, (3, 3), (48, 48))
     assert list(eval_archs(tiny_space())) == ["smallest", "middle", "largest"]
 
@@ -221,14 +210,6 @@ def test_epoch_order_shards_ranks_and_regenerates_each_epoch():
     assert EpochOrder(50, 4, 2, 0, seed=2).indices(0, 0) != fresh.indices(0, 0)
     with pytest.raises(ValueError, match="fewer than one global batch of 64"):
         EpochOrder(50, batch_size=32, world_size=2, rank=0, seed=0)
-
-
-def test_atomic_save_replaces_without_leftovers(tmp_path):
-    path = tmp_path / "x.pt"
-    atomic_torch_save({"a": torch.ones(2)}, path)
-    atomic_torch_save({"a": torch.zeros(2)}, path)
-    assert torch.load(path)["a"].tolist() == [0.0, 0.0]
-    assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
 
 
 # --------------------------------------------------------------------------- in-process training
@@ -273,7 +254,7 @@ def test_train_writes_summary_metrics_and_a_loadable_supernet(teacher, tmp_path)
         if "loss/largest" in r:
             assert r["lr"] >= 0 and r["tokens_per_s"] > 0 and r["grad_norm"] > 0
     assert [r["step"] for r in records if "val/kd_loss/middle" in r] == [0, 6, 12]
-    assert load_checkpoint(result.checkpoint_path)["step"] == 12
+    assert Checkpoint.load(result.checkpoint_path).state.step == 12
 
     trained = load_trained_supernet(result.run_dir)
     assert max_abs_diff(trained.supernet.state_dict(), result.supernet.state_dict()) == 0.0
@@ -383,7 +364,7 @@ def interrupted_runs(teacher, tmp_path_factory):
         procs[name].send_signal(sig)
     for name, proc in procs.items():
         out[name] = finish(proc)
-        out[f"{name}_step"] = load_checkpoint(dirs[name] / CHECKPOINT_FILE)["step"]
+        out[f"{name}_step"] = Checkpoint.load(dirs[name] / CHECKPOINT_FILE).state.step
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the subprocesses (module fixtures run before `single_thread`)
     try:
@@ -422,7 +403,7 @@ DDP_DRIVER = """
 import sys, torch
 import torch.distributed as dist
 from metanas.config import load_recipe
-from metanas.train import train_supernet
+from metanas.training import train_supernet
 result = train_supernet(load_recipe(sys.argv[1]), sys.argv[2])
 state = {**{"sn." + k: v for k, v in result.supernet.state_dict().items()},
          **{"obj." + k: v for k, v in result.objective.state_dict().items() if v.dtype.is_floating_point}}
@@ -458,6 +439,6 @@ def test_two_process_ddp_on_cpu_keeps_ranks_identical_and_learns(teacher, tmp_pa
         assert records[-1][f"loss/{role}"] < records[0][f"loss/{role}"] - 0.05
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert all(summary["after"][r] < summary["before"][r] for r in ("smallest", "middle", "largest"))
-    ckpt = load_checkpoint(run_dir / CHECKPOINT_FILE)
-    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
-    assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])  # per-rank dropout streams
+    ckpt = Checkpoint.load(run_dir / CHECKPOINT_FILE)
+    assert ckpt.world_size == 2 and len(ckpt.rng) == 2
+    assert not torch.equal(ckpt.rng[0]["torch"], ckpt.rng[1]["torch"])  # per-rank dropout streams

@@ -26,19 +26,10 @@ from metanas.cost import Budget, CostModel
 from metanas.evaluate import Evaluator
 from metanas.meta.anchors import anchor_archs
 from metanas.meta.history import EvalRecord, HistoryStore
-from metanas.meta.metatrain import meta_train
-from metanas.meta.warmstart import (
-    PREDICTOR_ENV_VAR,
-    TransferGuard,
-    anchor_subset_variants,
-    diverse_top,
-    resolve_warm_start,
-    source_tasks,
-    task_similarity,
-    transferred_incumbents,
-    variant_task,
-)
+from metanas.meta.choice import PREDICTOR_ENV_VAR, resolve_warm_start
+from metanas.meta.metatrain import anchor_subset_variants, meta_train, variant_task
 from metanas.search import Evolution, WarmStartEvolution, make_strategy
+from metanas.search.warm import TransferGuard, diverse_top, source_tasks, task_similarity, transferred_incumbents
 from metanas.search.runner import RESULT_FILE, STATE_FILE, run_search
 from metanas.space import ArchConfig, SearchSpace
 from metanas.tracking import Tracker, read_metrics
@@ -251,7 +242,7 @@ def test_warm_start_beats_cold_and_the_guard_falls_back_on_shuffled_sources(pred
 
 def test_auto_without_a_default_is_plain_evolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
     monkeypatch.setenv(PREDICTOR_ENV_VAR, str(tmp_path / "missing.safetensors"))
-    with caplog.at_level(logging.INFO, logger="metanas.meta.warmstart"):
+    with caplog.at_level(logging.INFO, logger="metanas.meta.choice"):
         strategy = warm(SPACE, 4, "auto")
     assert "no default predictor" in caplog.text and "plain evolution" in caplog.text
     assert strategy.mode == "evolution" and strategy.base is None
@@ -290,7 +281,7 @@ def test_damaged_or_incompatible_predictor_files(
     for path, reason in ((damaged, "damaged"), (future, "version 99")):
         monkeypatch.setenv(PREDICTOR_ENV_VAR, str(path))
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="metanas.meta.warmstart"):
+        with caplog.at_level(logging.INFO, logger="metanas.meta.choice"):
             strategy = warm(SPACE, 0, "auto")
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1 and reason in warnings[0].getMessage() and "continuing cold" in caplog.text
@@ -355,7 +346,7 @@ def test_resume_of_a_warm_search_equals_an_uninterrupted_one(predictors: dict[st
     search(tmp_path / "run", store)
     state = json.loads((tmp_path / "run" / STATE_FILE).read_text())
     rows = store.records(task_id="target")
-    assert state["evaluations"] == ref_state["evaluations"] and state["transfer"] == ref_state["transfer"]
+    assert state["evaluations"] == ref_state["evaluations"] and state["extra"] == ref_state["extra"]
     key = [(r.arch, r.fitness, r.generation, r.origin) for r in rows]
     assert key == [(r.arch, r.fitness, r.generation, r.origin) for r in ref_rows] and len(set(key)) == len(key)
     assert state["forward_evaluations"] == ref_state["forward_evaluations"] - 4  # 4 reused from the history
@@ -369,9 +360,8 @@ def test_resume_of_a_warm_search_equals_an_uninterrupted_one(predictors: dict[st
         archs = a.ask()
         a.tell(archs, [synthetic_fitness(SPACE, x, TARGET) for x in archs])
     asked = a.ask()
-    options = {k: v for k, v in a.options().items() if k != "seed"}
-    b = make_strategy("warm_evolution", SPACE, lambda x: cm.feasible(x, budget), 3,
-                      sampler=lambda r: cm.sample_feasible(r, budget, 200), **options)
+    b = WarmStartEvolution(SPACE, lambda x: cm.feasible(x, budget), 3,
+                           sampler=lambda r: cm.sample_feasible(r, budget, 200), config=a.config, task_meta=a.task_meta)
     b.load_state_dict(json.loads(json.dumps(a.state_dict())))
     for s in (a, b):
         s.tell(asked, [synthetic_fitness(SPACE, x, TARGET) for x in asked])
@@ -386,7 +376,7 @@ def tiny_trained_evaluator() -> Evaluator:
 
     from metanas.objectives import build_objective
     from metanas.supernet.model import ElasticBert
-    from metanas.train import step_archs
+    from metanas.training.schedule import step_archs
 
     def batch(seed: int) -> dict[str, torch.Tensor]:
         ids = torch.randint(5, 120, (16, 24), generator=torch.Generator().manual_seed(seed))
@@ -429,7 +419,9 @@ def test_warm_search_on_a_tiny_supernet_end_to_end(tmp_path: Path) -> None:
     assert {r.arch for r in rows if r.generation == 0} == set(anchors) and len({r.arch for r in rows}) == len(rows)
     origins = {r.origin for r in rows}
     assert {"anchor", "predicted", "evolved", "seed"} <= origins <= {"anchor", "predicted", "evolved", "seed", "random"}
-    assert all(r.task_meta == {} and cm.feasible(r.arch, absolute) for r in rows)
+    # every row records the task as the search saw it: objective, metric direction and sequence length
+    target = {"objective": "kd", "higher_is_better": False, "seq_len": 24}
+    assert all(r.task_meta == target and cm.feasible(r.arch, absolute) for r in rows)
     assert result.best_fitness == max(r.fitness for r in rows)
 
     report = json.loads((tmp_path / "run" / RESULT_FILE).read_text())
@@ -437,7 +429,7 @@ def test_warm_search_on_a_tiny_supernet_end_to_end(tmp_path: Path) -> None:
     assert transfer[0]["event"] == "warm_start" and transfer[0]["predictor"] == str(predictor)
     guard = [e for e in transfer if e["event"] == "guard"]
     assert [e["generation"] for e in guard] == [1, 2, 3] and all(e["tau_params_proxy"] is not None for e in guard)
-    assert report["options"]["task_meta"] == {"objective": "kd", "higher_is_better": False, "seq_len": 24}
+    assert report["options"]["task_meta"] == target
     metrics = read_metrics(tmp_path / "run")
     logged = [m for m in metrics if "transfer/tau_predictor" in m]
     assert [m["step"] for m in logged] == [1, 2, 3] and all("transfer/decision" in m for m in logged)

@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm, rankdata
 
+from metanas.objectives import OBJECTIVES
 from metanas.space import ArchConfig, SearchSpace
 
 DEFAULT_MAX_LAYERS = 24
 DEFAULT_SEQ_LEN = 128
-OBJECTIVES = ("kd", "mlm", "contrastive", "task")
 # task_meta keys the task embedding reads; all optional (unknown -> 0).
 TASK_META_KEYS = ("objective", "higher_is_better", "seq_len", "corpus_size")
 # Scales that put the log metadata roughly in [0, 1] (seq_len 512, a corpus of 1e9 examples).
@@ -47,8 +47,6 @@ def feature_dim(max_layers: int = DEFAULT_MAX_LAYERS) -> int:
     """Length of `arch_features` for `max_layers` per-layer slots."""
     return 2 + 2 * max_layers + _N_AGGREGATES + _N_COSTS
 
-
-FEATURE_DIM = feature_dim(DEFAULT_MAX_LAYERS)
 
 
 def task_embedding_dim(k: int) -> int:
@@ -199,3 +197,36 @@ def task_embedding(
             ],
         ]
     )
+
+
+def objective_from_metric(metric_name: str) -> str | None:
+    """The objective a metric name belongs to (`kd_loss` -> kd, `accuracy` -> task), for records that lack it."""
+    prefix = metric_name.split("_")[0]
+    if prefix in OBJECTIVES:
+        return prefix
+    return "task" if metric_name == "accuracy" else None
+
+
+def target_task_meta(
+    task_meta: Mapping[str, Any] | None, metric_name: str, higher_is_better: bool, seq_len: int
+) -> dict[str, Any]:
+    """A search's task metadata with objective, metric direction and seq_len filled in when missing.
+
+    Sources are described by `metatrain.task_meta_from_records` with the same rules,
+    so target and sources are encoded alike.
+    """
+    meta = dict(task_meta or {})
+    if "objective" not in meta and objective_from_metric(metric_name) is not None:
+        meta["objective"] = objective_from_metric(metric_name)
+    meta.setdefault("higher_is_better", bool(higher_is_better))
+    meta.setdefault("seq_len", int(seq_len))
+    return meta
+
+
+def target_embedding(
+    anchors: Sequence[ArchConfig], fitness: Mapping[ArchConfig, float], meta: Mapping[str, Any]
+) -> np.ndarray:
+    """Task embedding from the anchors scored so far (unscored or failed ones count as missing)."""
+    scores = [fitness.get(a) for a in anchors]
+    scores = [f if f is not None and math.isfinite(f) else None for f in scores]
+    return task_embedding(normalize_anchor_scores(scores), meta, k=len(anchors))

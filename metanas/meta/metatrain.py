@@ -18,11 +18,15 @@ Everything works on plain lists of `EvalRecord`, so no database is needed.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
+import random
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,10 +36,10 @@ from metanas.meta.anchors import DEFAULT_K, anchor_archs
 from metanas.meta.encoding import (
     DEFAULT_MAX_LAYERS,
     DEFAULT_SEQ_LEN,
-    OBJECTIVES,
     arch_feature_matrix,
     copula_normalize,
     normalize_anchor_scores,
+    objective_from_metric,
     task_embedding,
 )
 from metanas.meta.history import EvalRecord
@@ -89,12 +93,8 @@ def task_meta_from_records(records: Sequence[EvalRecord]) -> dict[str, Any]:
     sign linking fitness to metric_value (fitness is the metric or its negation).
     """
     meta = dict(records[0].task_meta) if records else {}
-    if "objective" not in meta:
-        prefix = records[0].metric_name.split("_")[0] if records else ""
-        if prefix in OBJECTIVES:
-            meta["objective"] = prefix
-        elif records and records[0].metric_name == "accuracy":
-            meta["objective"] = "task"
+    if "objective" not in meta and records and objective_from_metric(records[0].metric_name) is not None:
+        meta["objective"] = objective_from_metric(records[0].metric_name)
     if "higher_is_better" not in meta:
         for r in records:
             if np.isfinite(r.fitness) and r.metric_value != 0:
@@ -187,6 +187,23 @@ def build_training_set(
         counts,
         scored,
     )
+
+
+def spaces_from_records(
+    records: Sequence[EvalRecord], space_files: Sequence[str | os.PathLike] = ()
+) -> dict[str, SearchSpace]:
+    """The search spaces the records were made in, by signature: from `space.json` files of runs, and from
+    the space description compress stores in each record's task_meta."""
+    spaces: dict[str, SearchSpace] = {}
+    for path in space_files:
+        space = SearchSpace.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        spaces[space.signature()] = space
+    for r in records:
+        if r.space_signature not in spaces and isinstance(r.task_meta.get("space"), dict):
+            space = SearchSpace.from_dict(r.task_meta["space"])
+            if space.signature() == r.space_signature:
+                spaces[space.signature()] = space
+    return spaces
 
 
 def kendall_tau_by_group(scores: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict[str, float]:
@@ -329,3 +346,43 @@ def meta_train(
     if out_path is not None:
         predictor.save(out_path)
     return predictor
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def anchor_subset_variants(
+    records_by_task: Mapping[str, Sequence[EvalRecord]],
+    anchors: Sequence[ArchConfig],
+    space: SearchSpace,
+    fractions: Sequence[float],
+    seed: int = 0,
+) -> dict[str, list[EvalRecord]]:
+    """Meta-training augmentation: each task split into variants whose anchor records are those a budget admits.
+
+    Variant `task@full` keeps every anchor; `task@nonemb<p>` keeps only the anchors
+    with at most `p` of the largest arch's non-embedding parameters, as a search
+    under that budget would score. A task's non-anchor records are dealt to the
+    variants in a seeded shuffle (not copied), so augmentation adds no rows; every
+    variant is its own task (records carry the variant name as task_id) and ranking
+    group in meta-training. Hold out all variants of a task together (`variant_task`).
+    """
+    top = space.params(space.largest(), embeddings=False)
+    anchor_set = set(anchors)
+    out: dict[str, list[EvalRecord]] = {}
+    for task_id in sorted(records_by_task):
+        recs = list(records_by_task[task_id])
+        anchor_recs = [r for r in recs if r.origin == "anchor" and r.arch in anchor_set]
+        others = [r for r in recs if not (r.origin == "anchor" and r.arch in anchor_set)]
+        random.Random(f"{seed}:{task_id}").shuffle(others)
+        names = [f"{task_id}@full"] + [f"{task_id}@nonemb{round(100 * p)}" for p in fractions]
+        limits = [math.inf] + [p * top for p in fractions]
+        for i, (name, limit) in enumerate(zip(names, limits)):
+            kept = [r for r in anchor_recs if space.params(r.arch, embeddings=False) <= limit]
+            out[name] = [replace(r, task_id=name, id=None) for r in kept + others[i :: len(names)]]
+    return out
+
+
+def variant_task(name: str) -> str:
+    """The task id of an `anchor_subset_variants` group name."""
+    return name.rsplit("@", 1)[0]

@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from metanas.meta.encoding import copula_normalize, feature_dim
+from metanas._io import atomic_write_bytes
+from metanas.meta.encoding import arch_feature_matrix, copula_normalize, feature_dim
 from metanas.space import ArchConfig, SearchSpace
 
 FORMAT = "metanas.meta_predictor"
@@ -271,6 +272,14 @@ class MetaPredictor:
         return new
 
     # ----- inference -------------------------------------------------------------
+    def encode_archs(self, space: SearchSpace, archs: Sequence[ArchConfig]) -> np.ndarray:
+        """Arch features with the encoding this predictor was trained with."""
+        return arch_feature_matrix(space, archs, int(self.encoding["seq_len"]), int(self.encoding["max_layers"]))
+
+    def target_only(self) -> TargetOnlyPredictor:
+        """An untrained target-only model with this one's architecture and optimizer: it differs only in data."""
+        return TargetOnlyPredictor(**{k: getattr(self, k) for k in _HYPERPARAMS})
+
     def _require_fitted(self, what: str) -> None:
         if not self.fitted:
             raise RuntimeError(f"MetaPredictor.{what}: the predictor is not trained; call fit() or load() first")
@@ -308,10 +317,7 @@ class MetaPredictor:
             "card": json.dumps(self.card, sort_keys=True, default=str),
             "sha256": _checksum(tensors),
         }
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(out), metadata=meta)
-        return out
+        return atomic_write_bytes(safetensors_bytes(tensors, metadata=meta), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, task_dim: int | None = None) -> MetaPredictor:

@@ -1,19 +1,15 @@
 """Training objectives: each is an nn.Module owning its head, a loss and a validation metric.
 
 `build_objective(name, sn, ...)` makes one by name, checking options up front so a
-misspelt config key fails with a message instead of being silently ignored.
+misspelt config key fails with a message instead of being silently ignored. The
+names and options below need no torch (recipes are checked against them); the
+classes load on first use.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
-
-from metanas.objectives.base import Objective
-from metanas.objectives.contrastive import ContrastiveObjective
-from metanas.objectives.kd import KDObjective, make_teacher, relation_loss, resolve_relation_heads
-from metanas.objectives.mlm import MLMObjective, perplexity
-from metanas.objectives.task import TaskObjective
-from metanas.supernet.model import ElasticBert
 
 OBJECTIVES = ("kd", "mlm", "contrastive", "task")
 
@@ -25,58 +21,25 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "task": ("dropout",),
 }
 
-__all__ = [
-    "OBJECTIVES",
-    "OPTIONS",
-    "ContrastiveObjective",
-    "KDObjective",
-    "MLMObjective",
-    "Objective",
-    "TaskObjective",
-    "build_objective",
-    "make_teacher",
-    "perplexity",
-    "relation_loss",
-    "resolve_relation_heads",
-]
+_NAMES = {
+    "Objective": "base",
+    "build_objective": "build",
+    "ContrastiveObjective": "contrastive",
+    "KDObjective": "kd",
+    "make_teacher": "kd",
+    "MLMObjective": "mlm",
+    "perplexity": "mlm",
+    "TaskObjective": "task",
+    "mean_pool": "losses",
+    "masked_mse": "losses",
+    "relation_loss": "losses",
+    "resolve_relation_heads": "losses",
+}
+
+__all__ = ["OBJECTIVES", "OPTIONS", *sorted(_NAMES)]
 
 
-def build_objective(
-    name: str,
-    sn: ElasticBert,
-    *,
-    teacher: ElasticBert | None = None,
-    num_labels: int | None = None,
-    mask_token_id: int | None = None,
-    special_token_ids: list[int] | None = None,
-    seed: int = 0,
-    **options: Any,
-) -> Objective:
-    """The objective `name` for supernet `sn`.
-
-    `kd` without `teacher` distils from a frozen deep copy of `sn` (its largest arch,
-    i.e. the converted teacher: call this before training changes `sn`). `task`
-    needs `num_labels`; `mlm` needs `mask_token_id` (or a `tokenizer` option).
-    Options set to None mean "use the default".
-    """
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; valid objectives: {', '.join(OBJECTIVES)}")
-    allowed = OPTIONS[name]
-    unknown = sorted(k for k in options if k not in allowed)
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {', '.join(map(repr, unknown))} for objective {name!r}; "
-            f"allowed options: {', '.join(allowed)}"
-        )
-    opts = {k: v for k, v in options.items() if v is not None}
-    if name == "kd":
-        if teacher is None:
-            teacher = make_teacher(sn)
-        return KDObjective(teacher, student_hidden=max(sn.space.hidden_choices), **opts)
-    if name == "mlm":
-        return MLMObjective(sn, seed=seed, mask_token_id=mask_token_id, special_token_ids=special_token_ids, **opts)
-    if name == "contrastive":
-        return ContrastiveObjective(seed=seed, special_token_ids=special_token_ids, **opts)
-    if num_labels is None:
-        raise ValueError("objective 'task' needs num_labels (the number of classes in the label column)")
-    return TaskObjective(sn, num_labels, **opts)
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"metanas.objectives.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'metanas.objectives' has no attribute {name!r}")

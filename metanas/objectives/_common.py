@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-# Keys of a batch that ElasticBert.forward understands; everything else (labels) is ours.
-MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+from metanas.supernet.families import MODEL_INPUTS
+
 
 
 def module_device(module: nn.Module) -> torch.device:
@@ -29,7 +29,7 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The subset of a batch that is passed to the supernet's forward."""
     if "input_ids" not in batch:
         raise ValueError(f"batch has no 'input_ids' (keys: {sorted(batch)})")
-    return {k: batch[k] for k in MODEL_KEYS if batch.get(k) is not None}
+    return {k: batch[k] for k in MODEL_INPUTS if batch.get(k) is not None}
 
 
 def token_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:

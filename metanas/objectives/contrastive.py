@@ -30,6 +30,7 @@ from metanas.objectives._common import (
     token_mask,
 )
 from metanas.objectives.base import Objective
+from metanas.objectives.losses import mean_pool
 from metanas.space import ArchConfig
 from metanas.supernet.model import ElasticBert
 
@@ -38,10 +39,7 @@ POOLINGS = ("mean", "cls")
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """Sentence embeddings [B, h]: mean over real tokens, or the first ([CLS]) state."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    m = mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+    return hidden[:, 0] if pooling == "cls" else mean_pool(hidden, mask)
 
 
 def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -16,9 +16,13 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from metanas.search.configs import StrategyConfig
 from metanas.space import ArchConfig, SearchSpace
+
+if TYPE_CHECKING:
+    from metanas.meta.history import HistoryStore
 
 Feasible = Callable[[ArchConfig], bool]
 Sampler = Callable[[random.Random], ArchConfig]
@@ -26,7 +30,6 @@ Costs = Mapping[str, float]
 
 ORIGIN_RANDOM = "random"
 ORIGIN_EVOLVED = "evolved"
-DEFAULT_MAX_TRIES = 500
 
 
 def _always_feasible(arch: ArchConfig) -> bool:
@@ -43,6 +46,15 @@ def rng_from_json(state: Sequence[Any]) -> tuple[Any, ...]:
     """The inverse of `rng_to_json`, ready for `Random.setstate`."""
     version, internal, gauss = state
     return (version, tuple(internal), gauss)
+
+
+@dataclass(frozen=True)
+class StrategyEvent:
+    """Something a strategy decided that the runner logs and tracks (e.g. a warm-start fallback)."""
+
+    message: str
+    metrics: dict[str, Any]
+    warning: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,7 @@ class Strategy(ABC):
     """
 
     name: ClassVar[str] = ""
+    Config: ClassVar[type[StrategyConfig]] = StrategyConfig
 
     def __init__(
         self,
@@ -80,15 +93,22 @@ class Strategy(ABC):
         seed: int = 0,
         *,
         sampler: Sampler | None = None,
-        max_tries: int = DEFAULT_MAX_TRIES,
+        config: StrategyConfig | None = None,
+        **options: Any,
     ) -> None:
-        if max_tries < 1:
-            raise ValueError(f"{type(self).__name__}: max_tries must be >= 1, got {max_tries}")
+        """Options come as a `config` (of type `Config`) or as its fields by keyword."""
+        if config is not None and options:
+            raise ValueError(f"{type(self).__name__}: pass options either as config or as keywords, not both")
+        if config is None:
+            config = self.Config(**options)
+        if not isinstance(config, self.Config):
+            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}")
+        self.config = config
         self.space = space
         self.feasible = feasible or _always_feasible
         self.sampler = sampler
         self.seed = seed
-        self.max_tries = max_tries
+        self.max_tries = config.max_tries
         self.rng = random.Random(seed)
         self.generation = 0
         self.evaluated: dict[ArchConfig, Evaluation] = {}
@@ -131,8 +151,28 @@ class Strategy(ABC):
         """True when the configured number of generations or samples is reached."""
 
     def options(self) -> dict[str, Any]:
-        """The constructor options (besides space, predicate and sampler) that define this search."""
-        return {"seed": self.seed, "max_tries": self.max_tries}
+        """What defines this search besides space, predicate and sampler: the seed and the config."""
+        return {"seed": self.seed, **self.config.to_dict()}
+
+    def planned_evaluations(self) -> int:
+        """How many archs the schedule evaluates (before de-duplication runs it dry)."""
+        return self.config.planned_evaluations()
+
+    # ----- hooks for the runner (no-ops unless a strategy needs them) ----------
+    def attach(self, history: HistoryStore | None, task_id: str, task_meta: Mapping[str, Any]) -> None:
+        """Called once before the search starts or resumes: the history and what is known of the task."""
+
+    def describe(self) -> StrategyEvent | None:
+        """How this search starts (e.g. which predictor it uses), logged once by the runner."""
+        return None
+
+    def extra_state(self) -> dict[str, Any]:
+        """Extra JSON the runner writes into its state file and `search.json` after every generation."""
+        return {}
+
+    def events(self, generation: int) -> list[StrategyEvent]:
+        """Decisions made while telling `generation`'s results, for the runner to log and track."""
+        return []
 
     # ----- state -------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -14,16 +14,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from metanas.search.base import (
-    DEFAULT_MAX_TRIES,
-    ORIGIN_EVOLVED,
-    Costs,
-    Evaluation,
-    Feasible,
-    Sampler,
-    Strategy,
-)
-from metanas.space import ArchConfig, SearchSpace
+from metanas.search.base import ORIGIN_EVOLVED, Costs, Evaluation, Strategy
+from metanas.search.configs import NSGA2Config
+from metanas.space import ArchConfig
 
 Point = Sequence[float]
 
@@ -107,59 +100,16 @@ class NSGA2(Strategy):
     """NSGA-II over (fitness, -costs[cost_key]); `pareto_front()` gives the trade-off found so far."""
 
     name = "nsga2"
+    Config = NSGA2Config
+    config: NSGA2Config
 
-    def __init__(
-        self,
-        space: SearchSpace,
-        feasible: Feasible | None = None,
-        seed: int = 0,
-        *,
-        cost_key: str = "params",
-        population_size: int = 50,
-        generations: int = 20,
-        mutation_prob: float = 0.2,
-        depth_prob: float = 0.4,
-        hidden_prob: float = 0.4,
-        crossover_prob: float = 0.5,
-        sampler: Sampler | None = None,
-        max_tries: int = DEFAULT_MAX_TRIES,
-    ) -> None:
-        super().__init__(space, feasible, seed, sampler=sampler, max_tries=max_tries)
-        if population_size < 2 or generations < 1:
-            raise ValueError(
-                f"NSGA2: population_size must be >= 2 and generations >= 1, got {population_size}, {generations}"
-            )
-        for name, p in (
-            ("mutation_prob", mutation_prob),
-            ("depth_prob", depth_prob),
-            ("hidden_prob", hidden_prob),
-            ("crossover_prob", crossover_prob),
-        ):
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"NSGA2: {name} must be in [0, 1], got {p}")
-        self.cost_key = cost_key
-        self.population_size = population_size
-        self.generations = generations
-        self.mutation_prob = mutation_prob
-        self.depth_prob = depth_prob
-        self.hidden_prob = hidden_prob
-        self.crossover_prob = crossover_prob
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cost_key = self.config.cost_key
         self.population: list[ArchConfig] = []
 
-    def options(self) -> dict[str, Any]:
-        return {
-            **super().options(),
-            "cost_key": self.cost_key,
-            "population_size": self.population_size,
-            "generations": self.generations,
-            "mutation_prob": self.mutation_prob,
-            "depth_prob": self.depth_prob,
-            "hidden_prob": self.hidden_prob,
-            "crossover_prob": self.crossover_prob,
-        }
-
     def _schedule_over(self) -> bool:
-        return self.generation >= self.generations
+        return self.generation >= self.config.generations
 
     def point(self, e: Evaluation) -> tuple[float, float]:
         """The maximized objective vector of an evaluation: (fitness, -cost)."""
@@ -176,7 +126,7 @@ class NSGA2(Strategy):
         super().tell(archs, fitnesses, costs)
         pool = list(dict.fromkeys([*self.population, *archs]))
         points = [self.point(self.evaluated[a]) for a in pool]
-        self.population = [pool[i] for i in select_survivors(points, self.population_size)]
+        self.population = [pool[i] for i in select_survivors(points, self.config.population_size)]
 
     def _ranks(self) -> tuple[list[int], list[float]]:
         """Front rank and crowding distance of each population member."""
@@ -188,7 +138,7 @@ class NSGA2(Strategy):
         return rank, crowd
 
     def ask(self, n: int | None = None) -> list[ArchConfig]:
-        n = n or self.population_size
+        n = n or self.config.population_size
         if len(self.population) < 2:
             return self._finish_ask(self._random_batch(n))
         rank, crowd = self._ranks()
@@ -198,10 +148,12 @@ class NSGA2(Strategy):
             better = i if (rank[i], -crowd[i]) <= (rank[j], -crowd[j]) else j
             return self.population[better]
 
+        c = self.config
+
         def child() -> ArchConfig:
             a, b = tournament(), tournament()
-            mixed = self.space.crossover(a, b, self.rng, self.crossover_prob)
-            return self.space.mutate(mixed, self.rng, self.mutation_prob, self.depth_prob, self.hidden_prob)
+            mixed = self.space.crossover(a, b, self.rng, c.crossover_prob)
+            return self.space.mutate(mixed, self.rng, c.mutation_prob, c.depth_prob, c.hidden_prob)
 
         out = []
         for _ in range(n):

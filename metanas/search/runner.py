@@ -15,6 +15,7 @@ stats, speed), `pareto.png` and `curve.png`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -28,12 +29,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tqdm.auto import tqdm
+
+from metanas._io import atomic_write_json
 from metanas.cost import BUDGET_KEYS, Budget, CostModel
+from metanas.meta.encoding import target_task_meta
 from metanas.meta.history import EvalRecord
-from metanas.search import make_strategy
+from metanas.search.base import Strategy, StrategyEvent
+from metanas.search.configs import check_objectives
 from metanas.search.nsga2 import pareto_front_indices
 from metanas.search.plots import plot_curve, plot_pareto
-from metanas.search.warm import WarmStartEvolution
+from metanas.search.registry import STRATEGIES, make_strategy
 from metanas.space import ArchConfig, SearchSpace
 
 if TYPE_CHECKING:
@@ -75,20 +81,6 @@ class SearchResult:
     curve_plot: Path
 
 
-def atomic_write_json(data: Any, path: Path) -> None:
-    """Temp file in the same directory, fsync, `os.replace`: a reader never sees a torn file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def choose_cost_key(objectives: Sequence[str], budget: Budget) -> str:
     """The cost of the Pareto front: the second objective, else the budget's first limit in
     `COST_PREFERENCE`, else params."""
@@ -96,18 +88,6 @@ def choose_cost_key(objectives: Sequence[str], budget: Budget) -> str:
         return objectives[1]
     limits = budget.limits()
     return next((k for k in COST_PREFERENCE if k in limits), "params")
-
-
-def _check_objectives(objectives: Sequence[str], strategy_name: str) -> None:
-    if not objectives or objectives[0] != "fitness" or len(objectives) > 2:
-        raise ValueError(f"objectives must be ('fitness',) or ('fitness', COST); got {tuple(objectives)}")
-    if len(objectives) == 2:
-        if objectives[1] not in BUDGET_KEYS:
-            raise ValueError(f"objectives: the cost must be one of {', '.join(BUDGET_KEYS)}; got {objectives[1]!r}")
-        if strategy_name in ("evolution", WarmStartEvolution.name):
-            raise ValueError(f"a multi-objective search needs strategy 'nsga2' (or 'random'), not {strategy_name!r}")
-    elif strategy_name == "nsga2":
-        raise ValueError("strategy 'nsga2' needs two objectives, e.g. ('fitness', 'latency_ms')")
 
 
 def _generation_stats(generation: int, fitnesses: list[float], evaluations: list[dict[str, Any]]) -> dict[str, Any]:
@@ -123,6 +103,147 @@ def _generation_stats(generation: int, fitnesses: list[float], evaluations: list
         "median": statistics.median(finite),
         "mean": statistics.fmean(finite),
     }
+
+
+class _Recorder:
+    """Scores archs for one run: costs and fitness, each evaluation written to the history at once.
+
+    Archs the history already holds for this run (an interrupted generation) are
+    reused from it, never evaluated or recorded twice.
+    """
+
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        cost_model: CostModel,
+        history: HistoryStore | None,
+        run_id: str,
+        task_id: str,
+        task_meta: Mapping[str, Any],
+        signature: str,
+    ) -> None:
+        self.evaluator, self.cost_model, self.history = evaluator, cost_model, history
+        self.run_id, self.task_id, self.task_meta, self.signature = run_id, task_id, dict(task_meta), signature
+        self.recorded: dict[ArchConfig, EvalRecord] = {}
+        if history is not None and history.evaluated_archs(run_id):
+            self.recorded = {r.arch: r for r in history.records(run_id=run_id)}
+
+    def __call__(self, arch: ArchConfig, generation: int, origin: str) -> dict[str, Any]:
+        costs = self.cost_model.costs(arch)
+        previous = self.recorded.get(arch)
+        if previous is not None:
+            metric, fitness = float(previous.metric_value), float(previous.fitness)
+        else:
+            metric = self.evaluator.metric(arch)
+            fitness = self.evaluator.to_fitness(metric)
+            if self.history is not None:
+                record = EvalRecord(
+                    run_id=self.run_id,
+                    task_id=self.task_id,
+                    task_meta=self.task_meta,
+                    space_signature=self.signature,
+                    arch=arch,
+                    fitness=fitness,
+                    metric_name=self.evaluator.metric_name,
+                    metric_value=metric,
+                    origin=origin,
+                    generation=generation,
+                    timestamp=time.time(),
+                    **costs,
+                )
+                self.history.add_records([record])
+        return {
+            "arch": arch.to_dict(),
+            "fitness": fitness,
+            "metric": metric,
+            "costs": costs,
+            "origin": origin,
+            "generation": generation,
+        }
+
+
+def _load_state(state_path: Path, config: dict[str, Any], run_id: str | None, strategy: Strategy) -> dict[str, Any]:
+    """The saved state of this search (its strategy restored), or a new one written at once."""
+    run_dir = state_path.parent
+    if not state_path.is_file():
+        state = {
+            "format": STATE_FORMAT,
+            "run_id": run_id or f"{run_dir.resolve().name}-{uuid.uuid4().hex[:8]}",
+            "config": config,
+            "strategy": strategy.state_dict(),
+            "extra": strategy.extra_state(),
+            "evaluations": [],
+            "generations": [],
+            "forward_evaluations": 0,
+            "eval_seconds": 0.0,
+        }
+        atomic_write_json(state, state_path, indent=1)
+        return state
+    state = json.loads(state_path.read_text(encoding="utf-8"))
+    if state.get("format") != STATE_FORMAT:
+        raise ValueError(f"{str(state_path)!r} is not a metanas search state")
+    if state["config"] != config:
+        changed = sorted(k for k in config if state["config"].get(k) != config[k])
+        raise ValueError(
+            f"{str(run_dir)!r} holds a different search (differs in: {', '.join(changed)}); "
+            "use another run_dir to start a new search"
+        )
+    if run_id is not None and run_id != state["run_id"]:
+        raise ValueError(f"{str(run_dir)!r} belongs to run {state['run_id']!r}, not {run_id!r}")
+    strategy.load_state_dict(state["strategy"])
+    logger.info("resuming search %s after generation %d", state["run_id"], strategy.generation)
+    return state
+
+
+def _log_event(event: StrategyEvent, tracker: Tracker | None, step: int) -> None:
+    logger.log(logging.WARNING if event.warning else logging.INFO, "%s", event.message)
+    if tracker is not None and event.metrics:
+        tracker.log(event.metrics, step=step)
+
+
+def _run_generation(
+    strategy: Strategy, evaluate: _Recorder, state: dict[str, Any], state_path: Path, tracker: Tracker | None
+) -> bool:
+    """Ask, evaluate, tell and checkpoint one generation; False when the strategy proposed nothing."""
+    generation = strategy.generation
+    archs = strategy.ask()
+    if not archs:
+        return False
+    origins = [strategy.origin(a) for a in archs]
+    evaluator = evaluate.evaluator
+    count0, seconds0 = evaluator.num_evaluations, evaluator.eval_seconds
+    progress = tqdm(archs, desc=f"search gen {generation}", unit="arch", leave=False, dynamic_ncols=True)
+    batch = [evaluate(arch, generation, origin) for arch, origin in zip(progress, origins)]
+    progress.close()
+    strategy.tell(archs, [e["fitness"] for e in batch], [e["costs"] for e in batch])
+    evaluations = state["evaluations"]
+    evaluations.extend(batch)
+    state["forward_evaluations"] += evaluator.num_evaluations - count0
+    state["eval_seconds"] += evaluator.eval_seconds - seconds0
+    stats = _generation_stats(generation, [e["fitness"] for e in batch], evaluations)
+    state["generations"].append(stats)
+    state["strategy"] = strategy.state_dict()
+    state["extra"] = strategy.extra_state()
+    for event in strategy.events(generation):
+        _log_event(event, tracker, generation)
+    atomic_write_json(state, state_path, indent=1)
+    logger.info(
+        "search gen %d: best %.5g, median %.5g (%d evaluations)",
+        generation, stats["best"], stats["median"], len(evaluations),
+    )
+    if tracker is not None:
+        tracker.log(
+            {
+                "search/best_fitness": stats["best"],
+                "search/best_metric": stats["best_metric"],
+                "search/median_fitness": stats["median"],
+                "search/mean_fitness": stats["mean"],
+                "search/num_evaluations": len(evaluations),
+                "search/evals_per_minute": _per_minute(state),
+            },
+            step=generation,
+        )
+    return True
 
 
 def run_search(
@@ -145,33 +266,29 @@ def run_search(
 
     `objectives`: ('fitness',) for one best arch, or ('fitness', 'latency_ms' | 'params' | ...) for a
     trade-off (with strategy 'nsga2'). An infeasible budget raises before any evaluation. `run_id`
-    names the run in the history store (default: made up once and kept in the state file).
+    names the run in the history store (default: made up once and kept in the state file). `task_meta`
+    is completed with the objective, metric direction and seq_len and recorded with every evaluation.
     """
-    from tqdm.auto import tqdm
-
-    _check_objectives(objectives, strategy_name)
+    if strategy_name not in STRATEGIES:
+        raise ValueError(f"unknown search strategy {strategy_name!r}; valid strategies: {', '.join(STRATEGIES)}")
+    check_objectives(objectives, strategy_name, BUDGET_KEYS)
     budget = budget if isinstance(budget, Budget) else Budget.from_dict(budget)
     budget = cost_model.check_feasible(budget)
     cost_key = choose_cost_key(objectives, budget)
     options = dict(strategy_options or {})
-    if strategy_name == "nsga2":
+    if "cost_key" in STRATEGIES[strategy_name].Config.option_names():
         if options.setdefault("cost_key", cost_key) != cost_key:
             raise ValueError(f"strategy option cost_key={options['cost_key']!r} contradicts objectives {objectives}")
     if cost_key not in cost_model.costs(space.smallest()):
         raise ValueError(f"the cost model gives no {cost_key!r} (a latency objective needs a latency source)")
 
-    def feasible(arch: ArchConfig) -> bool:
-        return cost_model.feasible(arch, budget)
-
     def sampler(rng: random.Random) -> ArchConfig:
         return cost_model.sample_feasible(rng, budget, SAMPLER_TRIES)
 
-    if strategy_name == WarmStartEvolution.name:  # the predictor embeds the target task from these facts
-        from metanas.meta.warmstart import target_task_meta
-
-        meta = target_task_meta(task_meta, evaluator.metric_name, evaluator.higher_is_better, cost_model.seq_len)
-        options.setdefault("task_meta", meta)
+    feasible = functools.partial(cost_model.feasible, budget=budget)
     strategy = make_strategy(strategy_name, space, feasible, seed, sampler=sampler, **options)
+    meta = target_task_meta(task_meta, evaluator.metric_name, evaluator.higher_is_better, cost_model.seq_len)
+    strategy.attach(history, task_id, meta)
     config = {
         "strategy": strategy_name,
         "options": strategy.options(),
@@ -182,132 +299,25 @@ def run_search(
         "metric_name": evaluator.metric_name,
         "task_id": task_id,
     }
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / STATE_FILE
-    if state_path.is_file():
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"{str(state_path)!r} is not a metanas search state")
-        if state["config"] != config:
-            changed = sorted(k for k in config if state["config"].get(k) != config[k])
-            raise ValueError(
-                f"{str(run_dir)!r} holds a different search (differs in: {', '.join(changed)}); "
-                "use another run_dir to start a new search"
-            )
-        if run_id is not None and run_id != state["run_id"]:
-            raise ValueError(f"{str(run_dir)!r} belongs to run {state['run_id']!r}, not {run_id!r}")
-        strategy.load_state_dict(state["strategy"])
-        logger.info("resuming search %s after generation %d", state["run_id"], strategy.generation)
-    else:
-        state = {
-            "format": STATE_FORMAT,
-            "run_id": run_id or f"{run_dir.resolve().name}-{uuid.uuid4().hex[:8]}",
-            "config": config,
-            "strategy": strategy.state_dict(),
-            "evaluations": [],
-            "generations": [],
-            "forward_evaluations": 0,
-            "eval_seconds": 0.0,
-        }
-        atomic_write_json(state, state_path)
+    state = _load_state(state_path, config, run_id, strategy)
     run_id = state["run_id"]
-    evaluations: list[dict[str, Any]] = state["evaluations"]
-
-    recorded: dict[ArchConfig, EvalRecord] = {}
-    signature = space.signature()
     if history is not None:
         history.start_run(run_id, task_id, strategy_name, config)
-        if history.evaluated_archs(run_id):  # rows of an interrupted generation: reused, never written twice
-            recorded = {r.arch: r for r in history.records(run_id=run_id)}
-        if isinstance(strategy, WarmStartEvolution) and strategy.base is not None:
-            # Previous tasks in this space: their incumbents seed the initial population.
-            strategy.add_sources([r for r in history.records(space_signature=signature) if r.task_id != task_id])
-    if isinstance(strategy, WarmStartEvolution):
-        state["transfer"] = strategy.transfer_log
-        if tracker is not None:  # which predictor (or none, and why) this search runs with
-            tracker.log({"transfer/warm_start": strategy.choice.message}, step=strategy.generation)
-
-    def evaluate(arch: ArchConfig, generation: int, origin: str) -> dict[str, Any]:
-        costs = cost_model.costs(arch)
-        previous = recorded.get(arch)
-        if previous is not None:  # evaluated by an interrupted run: reuse, never record twice
-            metric, fitness = float(previous.metric_value), float(previous.fitness)
-        else:
-            metric = evaluator.metric(arch)
-            fitness = evaluator.to_fitness(metric)
-            if history is not None:
-                history.add_records(
-                    [
-                        EvalRecord(
-                            run_id=run_id,
-                            task_id=task_id,
-                            task_meta=dict(task_meta or {}),
-                            space_signature=signature,
-                            arch=arch,
-                            fitness=fitness,
-                            metric_name=evaluator.metric_name,
-                            metric_value=metric,
-                            origin=origin,
-                            generation=generation,
-                            timestamp=time.time(),
-                            **costs,
-                        )
-                    ]
-                )
-        return {
-            "arch": arch.to_dict(),
-            "fitness": fitness,
-            "metric": metric,
-            "costs": costs,
-            "origin": origin,
-            "generation": generation,
-        }
-
+    evaluate = _Recorder(evaluator, cost_model, history, run_id, task_id, meta, space.signature())
+    start = strategy.describe()
+    if start is not None:
+        _log_event(start, tracker, strategy.generation)
     try:
-        while not strategy.done:
-            generation = strategy.generation
-            archs = strategy.ask()
-            if not archs:
-                break
-            origins = [strategy.origin(a) for a in archs]
-            count0, seconds0 = evaluator.num_evaluations, evaluator.eval_seconds
-            batch = []
-            progress = tqdm(archs, desc=f"search gen {generation}", unit="arch", leave=False, dynamic_ncols=True)
-            for arch, origin in zip(progress, origins):
-                batch.append(evaluate(arch, generation, origin))
-            progress.close()
-            strategy.tell(archs, [e["fitness"] for e in batch], [e["costs"] for e in batch])
-            evaluations.extend(batch)
-            state["forward_evaluations"] += evaluator.num_evaluations - count0
-            state["eval_seconds"] += evaluator.eval_seconds - seconds0
-            stats = _generation_stats(generation, [e["fitness"] for e in batch], evaluations)
-            state["generations"].append(stats)
-            state["strategy"] = strategy.state_dict()
-            if isinstance(strategy, WarmStartEvolution):
-                _log_transfer(strategy, state, generation, tracker)
-            atomic_write_json(state, state_path)
-            logger.info(
-                "search gen %d: best %.5g, median %.5g (%d evaluations)",
-                generation, stats["best"], stats["median"], len(evaluations),
-            )
-            if tracker is not None:
-                tracker.log(
-                    {
-                        "search/best_fitness": stats["best"],
-                        "search/best_metric": stats["best_metric"],
-                        "search/median_fitness": stats["median"],
-                        "search/mean_fitness": stats["mean"],
-                        "search/num_evaluations": len(evaluations),
-                        "search/evals_per_minute": _per_minute(state),
-                    },
-                    step=generation,
-                )
+        while not strategy.done and _run_generation(strategy, evaluate, state, state_path, tracker):
+            pass
     except BaseException as e:
         if history is not None:
             history.finish_run(run_id, "interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
         raise
+    evaluations = state["evaluations"]
     if not evaluations:
         raise RuntimeError("the search evaluated no arch: the strategy found no feasible candidate")
     result = _write_outputs(state, evaluations, run_dir, cost_key, budget, evaluator, objectives)
@@ -316,37 +326,6 @@ def run_search(
     if history is not None:
         history.finish_run(run_id, "finished")
     return result
-
-
-def _log_transfer(
-    strategy: WarmStartEvolution, state: dict[str, Any], generation: int, tracker: Tracker | None
-) -> None:
-    """Copy the warm start's decision log into the state, and log this generation's verdict."""
-    state["transfer"] = strategy.transfer_log
-    verdicts = [e for e in strategy.transfer_log if e.get("event") == "guard" and e["generation"] == generation]
-    for e in verdicts:
-        level = logging.WARNING if e["decision"] != "keep" else logging.INFO
-        logger.log(
-            level,
-            "warm start gen %d: %s (predictor tau %s, target-only tau %s, params-proxy tau %.3f)",
-            generation, e["decision"], _fmt_tau(e["tau_predictor"]), _fmt_tau(e["tau_target_only"]),
-            e["tau_params_proxy"],
-        )
-        if tracker is not None:
-            tracker.log(
-                {
-                    "transfer/mode": e["next_mode"],
-                    "transfer/decision": e["decision"],
-                    "transfer/tau_predictor": e["tau_predictor"],
-                    "transfer/tau_target_only": e["tau_target_only"],
-                    "transfer/tau_params_proxy": e["tau_params_proxy"],
-                },
-                step=generation,
-            )
-
-
-def _fmt_tau(tau: float | None) -> str:
-    return "-" if tau is None else f"{tau:.3f}"
 
 
 def _per_minute(state: Mapping[str, Any]) -> float:
@@ -394,10 +373,9 @@ def _write_outputs(
         "evals_per_minute": per_minute,
         "plots": {"pareto": PARETO_PLOT, "curve": CURVE_PLOT},
     }
-    if "transfer" in state:  # the warm start's decisions (predictor used, guard verdicts, fallbacks)
-        report["transfer"] = state["transfer"]
+    report.update(state.get("extra", {}))  # e.g. the warm start's decisions (predictor, guard verdicts)
     result_path = run_dir / RESULT_FILE
-    atomic_write_json(report, result_path)
+    atomic_write_json(report, result_path, indent=1)
     return SearchResult(
         run_dir=run_dir,
         run_id=state["run_id"],

@@ -1,19 +1,19 @@
-"""Conversion of Hugging Face BERT-like checkpoints into an ElasticBert supernet."""
+"""Loading and checking Hugging Face BERT-like teachers (config and weights), with clear errors.
+
+`ElasticBert.from_teacher` builds the supernet from what this module loads; this
+module itself knows nothing of the supernet.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
-from metanas.space import SearchSpace
-from metanas.supernet.model import ElasticBert
-
-# model_type values whose base model has the BERT layout (same parameter names).
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
+from metanas._paths import is_hub_id
+from metanas.supernet.families import SUPPORTED_MODEL_TYPES
 
 
 class TeacherLoadError(ValueError):
@@ -36,17 +36,12 @@ def check_supported(config: PretrainedConfig) -> None:
         )
 
 
-def _looks_like_path(source: str) -> bool:
-    """Hub ids are `name` or `org/name`; anything else with a separator is a local path."""
-    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source
-
-
 def load_teacher_config(source: str | os.PathLike) -> PretrainedConfig:
     """Load and check a teacher's config from a directory or hub id, with clear errors."""
     path = Path(source).expanduser()
     if path.is_dir() and not (path / "config.json").is_file():
         raise TeacherLoadError(f"teacher directory {str(path)!r} has no config.json")
-    if not path.exists() and _looks_like_path(str(source)):
+    if not path.exists() and not is_hub_id(str(source)):
         raise TeacherLoadError(f"teacher path {str(path)!r} does not exist")
     try:
         config = AutoConfig.from_pretrained(str(source))
@@ -75,38 +70,3 @@ def load_teacher_model(source: str | os.PathLike) -> PreTrainedModel:
             "it is not a complete BERT-like model"
         )
     return model.eval()
-
-
-def supernet_from_teacher(teacher: Any, space_overrides: dict[str, Any]) -> ElasticBert:
-    """Copy a teacher's weights into a new supernet whose largest arch is the teacher."""
-    source = None
-    if isinstance(teacher, (str, os.PathLike)):
-        source = str(teacher)
-        teacher = load_teacher_model(teacher)
-    if not isinstance(teacher, PreTrainedModel):
-        raise TypeError(f"teacher must be a path, hub id or PreTrainedModel, got {type(teacher).__name__}")
-    check_supported(teacher.config)
-    base = getattr(teacher, teacher.base_model_prefix, teacher) if teacher.base_model_prefix else teacher
-    space = SearchSpace.from_teacher_config(teacher.config, **space_overrides)
-    sn = ElasticBert(teacher.config, space)
-    sn.source = source or getattr(teacher, "name_or_path", None) or None
-    load_teacher_weights(sn, base)
-    return sn.eval()
-
-
-def load_teacher_weights(sn: ElasticBert, base: torch.nn.Module) -> None:
-    """Copy parameters by name; the supernet mirrors HF's names so every key must match."""
-    ours = dict(sn.named_parameters())
-    theirs = {k: v for k, v in base.named_parameters()}
-    missing = sorted(set(ours) - set(theirs))
-    unexpected = sorted(set(theirs) - set(ours))
-    if missing or unexpected:
-        raise TeacherLoadError(
-            f"teacher weights do not match the BERT layout: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    with torch.no_grad():
-        for name, p in ours.items():
-            src = theirs[name]
-            if src.shape != p.shape:
-                raise TeacherLoadError(f"teacher weight {name} has shape {tuple(src.shape)}, expected {tuple(p.shape)}")
-            p.copy_(src.to(p.dtype))

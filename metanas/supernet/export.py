@@ -12,15 +12,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
+from metanas._io import atomic_dir
 from metanas.space import ArchConfig
-from metanas.supernet.model import ROBERTA_POSITION_TYPES, ElasticBert
+from metanas.supernet.families import ROBERTA_POSITION_TYPES
+from metanas.supernet.model import ElasticBert
 from metanas.supernet.remote.configuration_metanas_bert import MetanasBertConfig
 from metanas.supernet.remote.modeling_metanas_bert import MetanasBertModel
 
@@ -148,9 +149,7 @@ def export(
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise FileExistsError(f"export: {out} already exists; pass overwrite=True to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out, overwrite=True) as tmp:
         model = build_subnet_model(sn, arch)
         model.save_pretrained(tmp, safe_serialization=True)
         if isinstance(model.config, MetanasBertConfig):
@@ -166,14 +165,20 @@ def export(
             **(extra_info or {}),
         }
         (tmp / ARCH_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
+
+
+def load_subnet_weights(sn: ElasticBert, arch: ArchConfig, model: nn.Module) -> None:
+    """Write a standalone model's weights into the prefix slices `arch` uses in `sn` (the inverse of export).
+
+    Lets an objective's trained head (MLM decoder, classifier) score a model whose
+    weights changed after export (final distillation) through the supernet forward,
+    which computes the same function as the exported model.
+    """
+    sn.space.validate(arch)
+    ours = dict(sn.named_parameters())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name not in ours:
+                raise ValueError(f"the model has a parameter {name} that the supernet lacks")
+            ours[name][tuple(slice(0, n) for n in p.shape)].copy_(p.detach())

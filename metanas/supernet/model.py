@@ -7,21 +7,22 @@ weights load by name and a subnet exports by slicing each tensor.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PretrainedConfig
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
 from metanas.space import ArchConfig, SearchSpace
+from metanas.supernet.convert import TeacherLoadError, check_supported, load_teacher_model
+from metanas.supernet.families import ROBERTA_POSITION_TYPES
 from metanas.supernet.ops import ElasticEmbedding, ElasticLayerNorm, ElasticLinear
-
-# Checkpoints whose position ids start after the padding index (RoBERTa's scheme).
-ROBERTA_POSITION_TYPES = ("roberta", "xlm-roberta", "camembert")
+from metanas.supernet.rewire import rewire as rewire_by_importance
 
 
 @dataclass
@@ -50,6 +51,7 @@ class _Module(nn.Module):
     """Plain container so attribute names can mirror HF's (`attention.self`, `output.dense`)."""
 
 
+# Copied to metanas.supernet.remote.modeling_metanas_bert.MetanasBertEmbeddings: change both.
 class ElasticEmbeddings(nn.Module):
     def __init__(self, space: SearchSpace, config: PretrainedConfig) -> None:
         super().__init__()
@@ -91,6 +93,7 @@ class ElasticSelfAttention(nn.Module):
         self.dropout_p = dropout
 
 
+# Copied to metanas.supernet.remote.modeling_metanas_bert.MetanasBertLayer: change both.
 class ElasticLayer(nn.Module):
     """One encoder layer; names mirror BertLayer so state dicts match key for key."""
 
@@ -171,7 +174,7 @@ class ElasticBert(nn.Module):
     @classmethod
     def from_teacher(
         cls,
-        teacher: Any,
+        teacher: str | os.PathLike | PreTrainedModel,
         *,
         rewire: bool = False,
         rewire_batch: dict[str, torch.Tensor] | None = None,
@@ -179,17 +182,49 @@ class ElasticBert(nn.Module):
     ) -> ElasticBert:
         """Build a supernet from a HF checkpoint (directory or hub id) or an in-memory model.
 
-        With `rewire=True`, heads and FFN neurons are permuted by importance measured
-        on `rewire_batch` (training data; default: a few builtin-corpus documents).
+        Its largest arch is the teacher. With `rewire=True`, heads and FFN neurons are
+        permuted by importance measured on `rewire_batch`, a batch of training text
+        (e.g. `metanas.data.calibration.builtin_batch(tokenizer)`).
         """
-        from metanas.supernet.convert import supernet_from_teacher
-
-        sn = supernet_from_teacher(teacher, space_overrides or {})
+        if rewire and rewire_batch is None:
+            raise ValueError(
+                "rewire=True needs rewire_batch: a batch of training text to measure importance on, e.g. "
+                "metanas.data.calibration.builtin_batch(tokenizer)"
+            )
+        source = None
+        if isinstance(teacher, (str, os.PathLike)):
+            source = str(teacher)
+            teacher = load_teacher_model(teacher)
+        if not isinstance(teacher, PreTrainedModel):
+            raise TypeError(f"teacher must be a path, hub id or PreTrainedModel, got {type(teacher).__name__}")
+        check_supported(teacher.config)
+        base = getattr(teacher, teacher.base_model_prefix, teacher) if teacher.base_model_prefix else teacher
+        sn = cls(teacher.config, SearchSpace.from_teacher_config(teacher.config, **(space_overrides or {})))
+        sn.source = source or getattr(teacher, "name_or_path", None) or None
+        sn.load_teacher_weights(base)
+        sn.eval()
         if rewire:
-            from metanas.supernet.rewire import rewire as rewire_fn
-
-            rewire_fn(sn, rewire_batch)
+            rewire_by_importance(sn, rewire_batch)
         return sn
+
+    def load_teacher_weights(self, base: nn.Module) -> None:
+        """Copy parameters by name; the supernet mirrors HF's names so every key must match."""
+        ours = dict(self.named_parameters())
+        theirs = dict(base.named_parameters())
+        missing = sorted(set(ours) - set(theirs))
+        unexpected = sorted(set(theirs) - set(ours))
+        if missing or unexpected:
+            raise TeacherLoadError(
+                f"teacher weights do not match the BERT layout: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        with torch.no_grad():
+            for name, p in ours.items():
+                src = theirs[name]
+                if src.shape != p.shape:
+                    raise TeacherLoadError(
+                        f"teacher weight {name} has shape {tuple(src.shape)}, expected {tuple(p.shape)}"
+                    )
+                p.copy_(src.to(p.dtype))
 
     # ----- arch ---------------------------------------------------------
     def set_arch(self, arch: ArchConfig) -> None:

@@ -14,9 +14,12 @@ loss, so it works for any teacher. Permutations keep the largest arch's function
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from metanas.supernet.model import ElasticBert
+if TYPE_CHECKING:  # the supernet calls rewire(); rewire only needs its attributes
+    from metanas.supernet.model import ElasticBert
 
 
 @torch.no_grad()
@@ -79,17 +82,13 @@ def permute_layer(sn: ElasticBert, index: int, head_order: torch.Tensor, ffn_ord
     ffn_out.weight.copy_(ffn_out.weight[:, ffn_order])
 
 
-def rewire(sn: ElasticBert, batch: dict[str, torch.Tensor] | None = None) -> dict[str, list[list[int]]]:
+def rewire(sn: ElasticBert, batch: dict[str, torch.Tensor]) -> dict[str, list[list[int]]]:
     """Sort every layer's heads and FFN neurons by importance, most important first.
 
-    `batch` must come from training data. Without one, a batch of the builtin
-    corpus's training split is tokenized with the teacher's tokenizer. Returns the
-    permutations applied (useful for reports and for checking determinism).
+    `batch` must come from training data (`metanas.data.calibration` makes one from
+    the builtin corpus). Returns the permutations applied (the trained-supernet file
+    keeps them, so the original teacher can be rebuilt).
     """
-    if batch is None:
-        from metanas.supernet.calibration import default_rewire_batch
-
-        batch = default_rewire_batch(sn)
     head_scores, ffn_scores = unit_importance(sn, batch)
     applied: dict[str, list[list[int]]] = {"heads": [], "ffn": []}
     for i, (hs, fs) in enumerate(zip(head_scores, ffn_scores)):
@@ -98,5 +97,4 @@ def rewire(sn: ElasticBert, batch: dict[str, torch.Tensor] | None = None) -> dic
         permute_layer(sn, i, head_order, ffn_order)
         applied["heads"].append(head_order.tolist())
         applied["ffn"].append(ffn_order.tolist())
-    sn.rewired = True
     return applied

@@ -2,6 +2,11 @@
 
 Copied next to exported weights and loaded with `trust_remote_code=True`; it must
 not import metanas. Parameter names follow Hugging Face's BertModel.
+
+The embeddings, the layer and the encoder loop are deliberate copies of
+`metanas.supernet.model` with the slicing removed (marked "Copied from" below, as
+Hugging Face marks its copies); `tests/test_export.py` checks that an exported
+model computes what the supernet computes for the same arch.
 """
 
 import math
@@ -20,6 +25,7 @@ class _Node(nn.Module):
     """Container that lets attribute names mirror BertModel's (`attention.self`, ...)."""
 
 
+# Copied from metanas.supernet.model.ElasticEmbeddings (fixed width)
 class MetanasBertEmbeddings(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -49,6 +55,7 @@ class MetanasBertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(x))
 
 
+# Copied from metanas.supernet.model.ElasticLayer (fixed heads and FFN size)
 class MetanasBertLayer(nn.Module):
     def __init__(self, config, heads, ffn):
         super().__init__()
@@ -137,6 +144,7 @@ class MetanasBertModel(MetanasBertPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embeddings.word_embeddings = value
 
+    # Copied from metanas.supernet.model.ElasticBert.forward (fixed arch, no Q/K/V output)
     def forward(
         self,
         input_ids=None,

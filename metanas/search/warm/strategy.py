@@ -44,21 +44,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from metanas.search.base import DEFAULT_MAX_TRIES, ORIGIN_EVOLVED, Feasible, Sampler
+from metanas._threads import torch_threads
+from metanas.meta.anchors import anchor_archs
+from metanas.meta.choice import resolve_warm_start
+from metanas.meta.encoding import target_embedding
+from metanas.meta.history import EvalRecord
+from metanas.meta.predictor import MetaPredictor, params_proxy, ucb
+from metanas.search.base import ORIGIN_EVOLVED, StrategyEvent
+from metanas.search.configs import WarmStartConfig
 from metanas.search.evolution import Evolution
-from metanas.space import ArchConfig, SearchSpace
+from metanas.search.warm.guard import TransferGuard
+from metanas.search.warm.seeding import SourceTask, diverse_top, source_tasks, transferred_incumbents
+from metanas.space import ArchConfig
 
-# The predictor side (torch, scipy, SQLAlchemy) is imported where it is used, so that
-# importing metanas.search stays light for searches that do not warm start.
 if TYPE_CHECKING:
-    from metanas.meta.history import EvalRecord
-    from metanas.meta.predictor import MetaPredictor
-    from metanas.meta.warmstart import SourceTask
+    from metanas.meta.history import HistoryStore
 
 ORIGIN_ANCHOR = "anchor"
 ORIGIN_PREDICTED = "predicted"
 ORIGIN_SEED = "seed"
-MIN_UNFILTERED_SHARE = 0.1
 MIN_TARGET_ROWS = 4  # fewer target evaluations than this cannot train a target-only model
 
 
@@ -66,97 +70,24 @@ class WarmStartEvolution(Evolution):
     """`Evolution` whose first population and offspring are chosen by the meta-predictor, with a fallback guard."""
 
     name = "warm_evolution"
+    Config = WarmStartConfig
+    config: WarmStartConfig
 
-    def __init__(
-        self,
-        space: SearchSpace,
-        feasible: Feasible | None = None,
-        seed: int = 0,
-        *,
-        population_size: int = 50,
-        generations: int = 20,
-        parents: int = 10,
-        mutation_count: int | None = None,
-        crossover_count: int | None = None,
-        mutation_prob: float = 0.2,
-        depth_prob: float = 0.4,
-        hidden_prob: float = 0.4,
-        crossover_prob: float = 0.5,
-        warm_start: str = "auto",
-        task_meta: Mapping[str, Any] | None = None,
-        pool_size: int = 2000,
-        candidate_factor: int = 10,
-        unfiltered_share: float = 0.2,
-        random_share: float = 0.1,
-        seed_archs: int = 2,
-        seed_tasks: int = 2,
-        beta: float = 0.5,
-        diversity: float = 0.25,
-        adapt_steps: int = 50,
-        adapt_lr: float = 2e-3,
-        target_epochs: int = 200,
-        guard_patience: int = 2,
-        plain_tau: float = 0.1,
-        sampler: Sampler | None = None,
-        max_tries: int = DEFAULT_MAX_TRIES,
-    ) -> None:
-        """`warm_start`: "auto" | "off" | a predictor file (see `resolve_warm_start`); `task_meta`: the target's
-        objective, higher_is_better, seq_len, corpus_size (the runner fills it from the evaluator)."""
-        super().__init__(
-            space,
-            feasible,
-            seed,
-            population_size=population_size,
-            generations=generations,
-            parents=parents,
-            mutation_count=mutation_count,
-            crossover_count=crossover_count,
-            mutation_prob=mutation_prob,
-            depth_prob=depth_prob,
-            hidden_prob=hidden_prob,
-            crossover_prob=crossover_prob,
-            sampler=sampler,
-            max_tries=max_tries,
-        )
-        if not MIN_UNFILTERED_SHARE <= unfiltered_share <= 1.0:
-            raise ValueError(
-                f"WarmStartEvolution: unfiltered_share must be in [{MIN_UNFILTERED_SHARE}, 1] (the predictor never "
-                f"chooses every evaluation), got {unfiltered_share}"
-            )
-        if not 0.0 <= random_share <= 1.0:
-            raise ValueError(f"WarmStartEvolution: random_share must be in [0, 1], got {random_share}")
-        for name, value in (("pool_size", pool_size), ("candidate_factor", candidate_factor)):
-            if value < 1:
-                raise ValueError(f"WarmStartEvolution: {name} must be >= 1, got {value}")
-        for name, value in (("seed_archs", seed_archs), ("seed_tasks", seed_tasks), ("adapt_steps", adapt_steps)):
-            if value < 0:
-                raise ValueError(f"WarmStartEvolution: {name} must be >= 0, got {value}")
-        if beta < 0 or diversity < 0 or target_epochs < 1:
-            raise ValueError("WarmStartEvolution: beta and diversity must be >= 0 and target_epochs >= 1")
-        self.warm_start = str(warm_start)
+    def __init__(self, *args: Any, task_meta: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        """`task_meta`: the target's objective, higher_is_better, seq_len, corpus_size (the runner's `attach`
+        fills it when not given)."""
+        super().__init__(*args, **kwargs)
+        c = self.config
+        self.warm_start = str(c.warm_start)
         self.task_meta = dict(task_meta or {})
-        self.pool_size = pool_size
-        self.candidate_factor = candidate_factor
-        self.unfiltered_share = unfiltered_share
-        self.random_share = random_share
-        self.seed_archs = seed_archs
-        self.seed_tasks = seed_tasks
-        self.beta = beta
-        self.diversity = diversity
-        self.adapt_steps = adapt_steps
-        self.adapt_lr = adapt_lr
-        self.target_epochs = target_epochs
-        from metanas.meta.anchors import anchor_archs
-        from metanas.meta.warmstart import TransferGuard, resolve_warm_start
-
-        self.guard = TransferGuard(guard_patience, plain_tau)
+        self.guard = TransferGuard(c.guard_patience, c.plain_tau)
         self.choice = resolve_warm_start(self.warm_start)
         self.base: MetaPredictor | None = self.choice.predictor
         self.anchors: list[ArchConfig] = []
         if self.base is not None:
             enc = self.base.encoding
             self.anchors = anchor_archs(
-                space,
+                self.space,
                 int(enc["anchor_k"]),
                 int(enc["anchor_seed"]),
                 seq_len=int(enc["seq_len"]),
@@ -179,34 +110,53 @@ class WarmStartEvolution(Evolution):
         if self.base is None:
             self.guard.mode = "evolution"
 
-    # ----- configuration -----------------------------------------------------
+    # ----- configuration and the runner's hooks ---------------------------------
     def options(self) -> dict[str, Any]:
-        return {
-            **super().options(),
-            "warm_start": self.warm_start,
-            "task_meta": self.task_meta,
-            "pool_size": self.pool_size,
-            "candidate_factor": self.candidate_factor,
-            "unfiltered_share": self.unfiltered_share,
-            "random_share": self.random_share,
-            "seed_archs": self.seed_archs,
-            "seed_tasks": self.seed_tasks,
-            "beta": self.beta,
-            "diversity": self.diversity,
-            "adapt_steps": self.adapt_steps,
-            "adapt_lr": self.adapt_lr,
-            "target_epochs": self.target_epochs,
-            "guard_patience": self.guard.patience,
-            "plain_tau": self.guard.plain_tau,
-        }
+        return {**super().options(), "task_meta": self.task_meta}
+
+    def planned_evaluations(self) -> int:
+        """The schedule plus the anchor round (the anchors within the budget) when a predictor is in use."""
+        return super().planned_evaluations() + (len(self.anchors) if self.base is not None else 0)
+
+    def attach(self, history: HistoryStore | None, task_id: str, task_meta: Mapping[str, Any]) -> None:
+        """Take the task's metadata (unless given) and previous tasks of this space as seeds."""
+        if not self.task_meta:
+            self.task_meta = dict(task_meta)
+        if history is not None and self.base is not None:
+            signature = self.space.signature()
+            self.add_sources([r for r in history.records(space_signature=signature) if r.task_id != task_id])
+
+    def describe(self) -> StrategyEvent:
+        return StrategyEvent(self.choice.message, {"transfer/warm_start": self.choice.message})
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"transfer": self.transfer_log}
+
+    def events(self, generation: int) -> list[StrategyEvent]:
+        """The guard's verdict on `generation` (kept, or a fallback), with the three Kendall taus."""
+        out = []
+        for e in self.transfer_log:
+            if e.get("event") != "guard" or e["generation"] != generation:
+                continue
+            message = (
+                f"warm start gen {generation}: {e['decision']} (predictor tau {_fmt_tau(e['tau_predictor'])}, "
+                f"target-only tau {_fmt_tau(e['tau_target_only'])}, params-proxy tau {e['tau_params_proxy']:.3f})"
+            )
+            metrics = {
+                "transfer/mode": e["next_mode"],
+                "transfer/decision": e["decision"],
+                "transfer/tau_predictor": e["tau_predictor"],
+                "transfer/tau_target_only": e["tau_target_only"],
+                "transfer/tau_params_proxy": e["tau_params_proxy"],
+            }
+            out.append(StrategyEvent(message, metrics, warning=e["decision"] != "keep"))
+        return out
 
     def add_sources(self, records: Sequence[EvalRecord]) -> None:
         """Evaluations of previous tasks in this space, whose incumbents seed the initial population.
 
         Records of other spaces are ignored (their archs may not exist here).
         """
-        from metanas.meta.warmstart import source_tasks
-
         signature = self.space.signature()
         self.sources = source_tasks([r for r in records if r.space_signature == signature], self.anchors)
 
@@ -216,11 +166,11 @@ class WarmStartEvolution(Evolution):
         return self.guard.mode
 
     def _schedule_over(self) -> bool:
-        return self.generation >= self.generations + self.anchor_rounds
+        return self.generation >= self.config.generations + self.anchor_rounds
 
     # ----- proposals -----------------------------------------------------------
     def ask(self, n: int | None = None) -> list[ArchConfig]:
-        n = n or self.population_size
+        n = n or self.config.population_size
         if self.base is None or self.mode == "evolution":
             return super().ask(n)
         if not self._anchors_asked:
@@ -231,9 +181,7 @@ class WarmStartEvolution(Evolution):
                 for a in anchors:
                     self._pending[a] = ORIGIN_ANCHOR
                 return anchors
-        from metanas.meta.warmstart import single_thread
-
-        with single_thread():
+        with torch_threads(1):  # the predictor's small matmuls: faster on shared CPUs, bit-identical across runs
             models = self._fit_models()
             if self.generation == self.anchor_rounds:
                 archs = self._initial_population(n, models)
@@ -250,29 +198,25 @@ class WarmStartEvolution(Evolution):
 
         A deterministic function of the evaluations and the round, so a resumed search refits the same models.
         """
-        from metanas.meta.predictor import TargetOnlyPredictor
-        from metanas.meta.warmstart import encode, target_embedding, target_only_kwargs
-
         assert self.base is not None
+        c = self.config
         x_task = target_embedding(self.anchors, self._anchor_fitness(), self.task_meta)
         rows = [e for e in self.evaluated.values() if math.isfinite(e.fitness)]
-        x = encode(self.base, self.space, [e.arch for e in rows])
+        x = self.base.encode_archs(self.space, [e.arch for e in rows])
         y = np.array([e.fitness for e in rows])
         model_seed = self.seed * 1000 + self.generation
         meta = self.base
-        if len(rows) >= 2 and self.adapt_steps > 0:
+        if len(rows) >= 2 and c.adapt_steps > 0:
             tiled = np.tile(x_task, (len(rows), 1))
-            meta = self.base.adapt(x, tiled, y, steps=self.adapt_steps, lr=self.adapt_lr, seed=model_seed)
+            meta = self.base.adapt(x, tiled, y, steps=c.adapt_steps, lr=c.adapt_lr, seed=model_seed)
         target = None
         if self.guard.wants_target_model and len(rows) >= MIN_TARGET_ROWS and len(np.unique(y)) >= 2:
-            target = TargetOnlyPredictor(**target_only_kwargs(self.base)).fit(x, y, self.target_epochs, model_seed)
+            target = self.base.target_only().fit(x, y, c.target_epochs, model_seed)
         return {"meta": meta, "target": target, "x_task": x_task}
 
     def _predict(self, models: Mapping[str, Any], archs: Sequence[ArchConfig]) -> dict[str, np.ndarray]:
         """Mean and std of the meta model (and the target-only model's mean when fitted) per arch."""
-        from metanas.meta.warmstart import encode
-
-        x = encode(self.base, self.space, archs)
+        x = self.base.encode_archs(self.space, archs)
         mean, std = models["meta"].predict(x, np.tile(models["x_task"], (len(archs), 1)))
         out = {"meta": mean, "meta_std": std}
         if models["target"] is not None:
@@ -283,7 +227,7 @@ class WarmStartEvolution(Evolution):
         """The ranking score of the model the guard currently trusts: mean + beta * std."""
         pred = self._predict(models, archs)
         key = "target" if self.mode == "target" and "target" in pred else "meta"
-        return pred[key] + self.beta * pred[f"{key}_std"]
+        return ucb(pred[key], pred[f"{key}_std"], self.config.beta)
 
     def _register(self, archs: Sequence[ArchConfig], origin: str) -> list[ArchConfig]:
         for a in archs:
@@ -292,43 +236,34 @@ class WarmStartEvolution(Evolution):
 
     def _initial_population(self, n: int, models: Mapping[str, Any]) -> list[ArchConfig]:
         """Seeds from similar tasks, a random share, and the rest by UCB from a random pool with diversity."""
-        from metanas.meta.warmstart import diverse_top, encode, transferred_incumbents
-
+        c = self.config
         seeds = transferred_incumbents(
             self.sources,
             self._anchor_fitness(),
-            min(self.seed_archs, n),
+            min(c.seed_archs, n),
             lambda a: self.is_new(a) and self.feasible(a),
-            self.seed_tasks,
+            c.seed_tasks,
         )
         out = self._register([a for a, _, _ in seeds], ORIGIN_SEED)
-        out += self._random_batch(min(round(self.random_share * n), n - len(out)))
+        out += self._random_batch(min(round(c.random_share * n), n - len(out)))
         need = n - len(out)
         if need <= 0:
             return out
-        pool = list(dict.fromkeys(self._sample() for _ in range(self.pool_size)))
+        pool = list(dict.fromkeys(self._sample() for _ in range(c.pool_size)))
         pool = [a for a in pool if self.is_new(a) and self.feasible(a)]
         if not pool:
             return out
         scores = self._ucb(models, pool)
-        feats = encode(self.base, self.space, pool)
+        feats = self.base.encode_archs(self.space, pool)
         best = int(np.argmax(scores))
-        min_distance = self.diversity * float(np.median(np.linalg.norm(feats - feats[best], axis=1)))
+        min_distance = c.diversity * float(np.median(np.linalg.norm(feats - feats[best], axis=1)))
         picked = [pool[i] for i in diverse_top(scores, feats, need, min_distance)]
         out += self._register(picked, ORIGIN_PREDICTED)
         return out + self._random_batch(n - len(out))
 
     def _candidates(self, count: int) -> list[ArchConfig]:
         """Up to `count` distinct new feasible offspring of the top parents, not yet registered as proposals."""
-        parents = [e.arch for e in self.top(self.parents)]
-        n_mut = round(count * self.mutation_count / (self.mutation_count + self.crossover_count))
-
-        def make(i: int) -> ArchConfig:
-            if i < n_mut or len(parents) < 2:
-                return self.mutate(self.rng.choice(parents))
-            a, b = self.rng.sample(parents, 2)
-            return self.space.crossover(a, b, self.rng, self.crossover_prob)
-
+        make = self.child_maker(count)
         out: dict[ArchConfig, None] = {}
         for i in range(count):
             for _ in range(self.max_tries):
@@ -342,8 +277,8 @@ class WarmStartEvolution(Evolution):
 
     def _offspring(self, n: int, models: Mapping[str, Any]) -> list[ArchConfig]:
         """Top offspring by UCB (origin predicted) plus an unfiltered random share of the rest (origin evolved)."""
-        candidates = self._candidates(self.candidate_factor * n)
-        n_free = min(n, max(1, math.ceil(self.unfiltered_share * n)))
+        candidates = self._candidates(self.config.candidate_factor * n)
+        n_free = min(n, max(1, math.ceil(self.config.unfiltered_share * n)))
         out: list[ArchConfig] = []
         if candidates:
             order = np.argsort(-self._ucb(models, candidates), kind="stable")
@@ -375,8 +310,6 @@ class WarmStartEvolution(Evolution):
         judged = [i for i, p in enumerate(preds) if p is not None]
         if self.mode == "evolution" or not judged:
             return
-        from metanas.meta.predictor import params_proxy
-
         fit = [self.evaluated[archs[i]].fitness for i in judged]
         proxy = params_proxy(self.space, [archs[i] for i in judged])
         target = [preds[i].get("target") for i in judged]
@@ -417,3 +350,7 @@ class WarmStartEvolution(Evolution):
         self.guard.load_state_dict(warm["guard"])
         self.transfer_log = [dict(e) for e in warm["transfer_log"]]
         self._predictions = {ArchConfig.from_dict(a): dict(p) for a, p in warm["predictions"]}
+
+
+def _fmt_tau(tau: float | None) -> str:
+    return "-" if tau is None else f"{tau:.3f}"

@@ -1,14 +1,17 @@
-"""Training-side text batches for calibrating a supernet (rewiring importance)."""
+"""Training-side text batches for calibrating a supernet (the importance measured by rewiring)."""
 
 from __future__ import annotations
 
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from metanas.data import Collator, builtin_corpus, train_validation_split
-from metanas.supernet.model import ElasticBert
+from metanas.config import DataConfig
+from metanas.data.corpus import builtin_corpus
+from metanas.data.loading import train_validation_split
+from metanas.data.tokens import Collator
 
-DEFAULT_VALIDATION_FRACTION = 0.1  # must match DataConfig's default so rewiring never sees validation text
+# The split of the default recipe, so rewiring never sees validation text.
+DEFAULT_VALIDATION_FRACTION = DataConfig.validation_fraction
 
 
 def builtin_batch(
@@ -27,8 +30,6 @@ def builtin_batch(
     return Collator(tokenizer)([{k: enc[k][i] for k in enc} for i in range(n)])
 
 
-def default_rewire_batch(sn: ElasticBert, n: int = 64, max_length: int = 128) -> dict[str, torch.Tensor]:
-    """A training batch of the builtin corpus tokenized with the teacher's own tokenizer."""
-    if not sn.source:
-        raise ValueError("rewire: the supernet has no teacher path to load a tokenizer from; pass a batch")
-    return builtin_batch(AutoTokenizer.from_pretrained(sn.source), n, max_length)
+def default_rewire_batch(teacher: str, n: int = 64, max_length: int = 128) -> dict[str, torch.Tensor]:
+    """A training batch of the builtin corpus tokenized with the tokenizer of `teacher` (a path or hub id)."""
+    return builtin_batch(AutoTokenizer.from_pretrained(teacher), n, max_length)

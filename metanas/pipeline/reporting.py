@@ -1,0 +1,210 @@
+"""Stage 5, the report: teacher, student and baseline measured alike, in one process, side by side.
+
+Parameters and FLOPs by formula, latency by timing the standalone models (HAT
+protocol, rounds interleaved so load from other processes hits all models alike),
+size on disk, and quality on held-out examples (`metanas.report`); then the budget
+checked again on the exported student, and `report.json` / `report.md` written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import wandb
+from transformers import AutoModel
+
+from metanas.cost.latency import measure_models_latency
+from metanas.data import batches_of
+from metanas.pipeline.paths import MODEL_DIR, RECIPE_FILE, SEARCH_DIR
+from metanas.pipeline.stagelog import StageLog, StageTracker
+from metanas.report import (
+    EMBEDDING_METRIC,
+    REPORT_FORMAT,
+    REPORT_JSON,
+    REPORT_MD,
+    dir_bytes,
+    embed,
+    embedding_agreement,
+    objective_quality,
+    weights_bytes,
+    write_report,
+)
+from metanas.search.runner import CURVE_PLOT, PARETO_PLOT
+from metanas.space import ArchConfig
+from metanas.supernet.convert import load_teacher_model
+from metanas.supernet.export import ARCH_FILE, load_subnet_weights
+
+if TYPE_CHECKING:
+    from metanas.pipeline.run import CompressRun
+
+EMBEDDING_OBJECTIVES = ("kd", "contrastive")
+ROLE_PARTS = (("student", "student"), ("uniform_baseline", "baseline"))  # report role -> export part
+REPORT_OUTPUTS = (REPORT_JSON, REPORT_MD, PARETO_PLOT, CURVE_PLOT)
+
+
+def _quality(
+    run: CompressRun, models: Mapping[str, Any], arches: Mapping[str, ArchConfig]
+) -> dict[str, dict[str, Any]]:
+    """The quality metric of each model on the report's held-out examples."""
+    _, report_range, _ = run.heldout
+    batches = batches_of(run.bundle.validation, report_range, run.recipe.report.batch_size, run.collate)
+    out: dict[str, dict[str, Any]] = {}
+    if run.recipe.objective.name in EMBEDDING_OBJECTIVES:
+        reference = embed(models["teacher"], batches)
+        for role, model in models.items():
+            agreement = embedding_agreement(embed(model, batches), reference)
+            out[role] = {
+                "quality": agreement[EMBEDDING_METRIC],
+                "quality_metric": EMBEDDING_METRIC,
+                "higher_is_better": True,
+                "embedding_cosine": agreement["embedding_cosine"],
+            }
+        return out
+    teacher_sn = run.trained.original_teacher()
+    for role, model in models.items():
+        sn = teacher_sn if role == "teacher" else run.trained.supernet
+        if role != "teacher":
+            load_subnet_weights(sn, arches[role], model)
+        name, value, higher = objective_quality(run.objective, sn, arches[role], batches)
+        out[role] = {"quality": value, "quality_metric": name, "higher_is_better": higher}
+    return out
+
+
+def _budget_check(
+    run: CompressRun, entries: Mapping[str, Mapping[str, Any]], log: StageLog
+) -> dict[str, dict[str, Any]]:
+    """Each limit against the exported student; a relative latency limit against the teacher re-measured now."""
+    resolved = log.info("search")["budget"]
+    student, teacher = entries["student"], entries["teacher"]
+    check = {}
+    for key, requested in run.budget.limits().items():
+        limit = resolved[key]
+        if key == "latency_ms" and isinstance(requested, str):
+            limit = run.budget.absolute(key, teacher["latency_ms"])
+        value = student["flops_per_token"] if key == "flops" else student[key]
+        check[key] = {"limit": limit, "value": value, "ok": bool(value <= limit)}
+    return check
+
+
+def _copy_plots(run: CompressRun) -> dict[str, str]:
+    out = {}
+    for key, name in (("pareto", PARETO_PLOT), ("curve", CURVE_PLOT)):
+        src = run.run_dir / SEARCH_DIR / name
+        if src.is_file():
+            shutil.copy2(src, run.run_dir / name)
+        out[key] = name
+    return out
+
+
+def _measure_models(run: CompressRun, log: StageLog) -> dict[str, dict[str, Any]]:
+    """Per role (teacher, student, uniform_baseline): arch, params, FLOPs, latency, size and quality."""
+    lat = run.recipe.search.latency
+    parts = log.info("export")["parts"]
+    models: dict[str, Any] = {"teacher": load_teacher_model(run.teacher.path)}
+    arches = {"teacher": run.space.largest()}
+    for role, key in ROLE_PARTS:
+        if key in parts:
+            models[role] = AutoModel.from_pretrained(str(run.run_dir / parts[key]["dir"]), trust_remote_code=True)
+            arches[role] = ArchConfig.from_dict(parts[key]["arch"])
+    b = run.budget
+    latency = measure_models_latency(
+        models, run.space.vocab_size, b.batch_size, b.seq_len, lat.threads, run.recipe.report.latency_rounds,
+        lat.warmup, lat.runs,
+    )  # fmt: skip
+    quality = _quality(run, models, arches)
+    entries: dict[str, dict[str, Any]] = {}
+    for role, model in models.items():
+        arch = arches[role]
+        entries[role] = {
+            "arch": arch.to_dict(),
+            "params": run.space.params(arch),
+            "non_embedding_params": run.space.params(arch, embeddings=False),
+            "flops_per_token": run.space.flops(arch, b.seq_len),
+            "latency_ms": latency[role],
+            "size_bytes": weights_bytes(model),
+            **quality[role],
+        }
+    entries["teacher"]["source"] = run.teacher.source
+    entries["student"]["dir_bytes"] = dir_bytes(run.run_dir / MODEL_DIR)
+    entries["student"]["vanilla"] = json.loads((run.run_dir / MODEL_DIR / ARCH_FILE).read_text())["vanilla"]
+    if "uniform_baseline" in entries:
+        entries["uniform_baseline"]["fraction"] = parts["baseline"]["fraction"]
+    return entries
+
+
+def build_report(run: CompressRun, log: StageLog) -> dict[str, Any]:
+    """The report's content: every model measured alike, the budget re-checked, the search and the recipe."""
+    r = run.recipe
+    entries = _measure_models(run, log)
+    parts = log.info("export")["parts"]
+    check = _budget_check(run, entries, log)
+    search = log.info("search")
+    plots = _copy_plots(run)
+    _, report_range, overlap = run.heldout
+    return {
+        "format": REPORT_FORMAT,
+        "run_name": run.run_dir.resolve().name,
+        "objective": r.objective.name,
+        "teacher": entries["teacher"],
+        "student": entries["student"],
+        "uniform_baseline": entries.get("uniform_baseline"),
+        "budget": {
+            "requested": dataclasses.asdict(run.budget),
+            "resolved": search["budget"],
+            "searched_under": search["search_budget"],
+            "description": run.budget.describe(),
+        },
+        "within_budget": all(c["ok"] for c in check.values()),
+        "budget_check": check,
+        "export_dir": MODEL_DIR,
+        "speedup": entries["teacher"]["latency_ms"] / entries["student"]["latency_ms"],
+        "held_out": {"examples": len(report_range), "overlap": overlap},
+        "search": {k: search[k] for k in ("strategy", "warm_start", "num_evaluations", "best_metric", "metric_name")},
+        "distillation": {"steps": r.export.distill_steps, "lr": r.export.distill_lr},
+        "latency_checks": {role: parts[key].get("latency_checks") for role, key in ROLE_PARTS if key in parts},
+        "plots": plots,
+        "stage_seconds": {s: rec.get("seconds", 0.0) for s, rec in log.stages.items() if rec.get("done")},
+        "recipe": r.to_dict(),
+        "recipe_file": RECIPE_FILE,
+    }
+
+
+def _log_artifact(run: CompressRun, report: Mapping[str, Any]) -> None:
+    """The student directory as a W&B model artifact, with its headline numbers."""
+    wandb_run = run.tracker.wandb_run if run.tracker is not None else None
+    if wandb_run is None:
+        return
+    name = re.sub(r"[^\w.-]", "-", f"{run.run_dir.resolve().name}-student")
+    keys = ("params", "flops_per_token", "latency_ms", "quality", "quality_metric")
+    meta = {k: report["student"][k] for k in keys}
+    artifact = wandb.Artifact(name, type="model", metadata={**meta, "arch": report["student"]["arch"]})
+    artifact.add_dir(str(run.run_dir / MODEL_DIR))
+    wandb_run.log_artifact(artifact)
+
+
+def report_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict[str, Any]:
+    """Measure, write `report.json` and `report.md`, and log the headline numbers and the model artifact."""
+    report = build_report(run, log)
+    json_path, _ = write_report(report, run.run_dir)
+    section.log(
+        {
+            f"report/{role}/{k}": report[role][k]
+            for role in ("teacher", "student")
+            for k in ("params", "latency_ms", "quality")
+        },
+        step=0,
+    )
+    section.summary(
+        {
+            "report/within_budget": report["within_budget"],
+            "report/student_quality": report["student"]["quality"],
+            "report/speedup": report["speedup"],
+        }
+    )
+    _log_artifact(run, report)
+    return {"report": json_path.name, "within_budget": report["within_budget"]}

@@ -1,0 +1,226 @@
+"""The five stages of `compress`, in order: latency -> train -> search -> export -> report.
+
+Each is one `Stage` record (see `stagelog`): its recipe keys, the stages it
+consumes, the run-dir entries it owns, and the function below that runs it. A
+stage function takes the run, the stage log and a tracker section, writes its
+outputs, and returns the summary recorded in `stages.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from transformers import AutoModel, PreTrainedModel
+
+from metanas._io import atomic_dir, atomic_write_json
+from metanas.cost.latency import build_latency_predictor
+from metanas.meta.history import HistoryStore
+from metanas.pipeline.paths import BASELINE_DIR, LATENCY_DIR, MODEL_DIR, PREDICTOR_FILE, SEARCH_DIR, TRAIN_DIR
+from metanas.pipeline.reporting import REPORT_OUTPUTS, report_stage
+from metanas.pipeline.stagelog import Stage, StageLog, StageTracker
+from metanas.pipeline.verify import baseline_archs, ranked_archs, verified
+from metanas.search.runner import run_search
+from metanas.space import ArchConfig
+from metanas.supernet.convert import load_teacher_model
+from metanas.supernet.export import ARCH_FILE, export
+from metanas.tracking import read_metrics
+from metanas.training import CHECKPOINT_FILE, train_supernet
+from metanas.training.distill import distill, save_weights
+
+if TYPE_CHECKING:
+    from metanas.pipeline.run import CompressRun
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- 1. latency
+
+
+def latency_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict[str, Any]:
+    """The latency model the search needs, and the latency budget's feasibility, before any training."""
+    if not run.needs_latency:
+        return {"skipped": "no latency budget, objective or measurement requested"}
+    lat, budget = run.recipe.search.latency, run.budget
+    out_dir = run.run_dir / LATENCY_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sn = run.timing_supernet()
+    info: dict[str, Any] = {"source": "measured per candidate" if lat.measure else "predictor"}
+    if lat.measure:
+        measure = run.measured_latency(sn)
+        for arch in (run.space.smallest(), run.space.largest()):
+            measure(arch)
+    else:
+        predictor = build_latency_predictor(
+            sn,
+            n=lat.predictor_archs,
+            batch_size=budget.batch_size,
+            seq_len=budget.seq_len,
+            threads=lat.threads,
+            cache_dir=lat.cache_dir,
+            warmup=lat.warmup,
+            runs=lat.runs,
+            rounds=lat.rounds,
+            seed=run.recipe.search.seed,
+        )
+        predictor.save(out_dir / PREDICTOR_FILE)
+        info.update(archs_measured=len(predictor.measurements), holdout_mape=predictor.holdout_mape)
+    cost_model = run.cost_model(sn)
+    absolute = cost_model.check_feasible(run.search_budget)
+    teacher = cost_model.teacher_costs(need_latency=True)
+    info.update(teacher_latency_ms=teacher["latency_ms"], search_budget=dataclasses.asdict(absolute))
+    section.log({"latency/teacher_ms": teacher["latency_ms"]}, step=0)
+    return info
+
+
+# --------------------------------------------------------------------------- 2. train
+
+
+def train_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict[str, Any]:
+    """Convert, rewire and train the supernet in `train/` (resumed from its checkpoint)."""
+    r = run.recipe
+    resume = (run.train_dir / CHECKPOINT_FILE).is_file()
+    if not resume and run.train_dir.exists():  # a start that never reached its first checkpoint
+        for p in run.train_dir.iterdir():
+            if p.name != "cache":
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    train_recipe = dataclasses.replace(
+        r,
+        teacher=dataclasses.replace(r.teacher, path=run.teacher.path, tiny=False),
+        logging=dataclasses.replace(r.logging, wandb=False),  # the compress run's tracker carries W&B
+    )
+    result = train_supernet(train_recipe, run.train_dir, resume=resume)
+    for record in read_metrics(run.train_dir):
+        if "summary" in record:
+            section.summary({f"train/{k}": v for k, v in record["summary"].items()})
+        elif "step" in record:
+            metrics = {f"train/{k}": v for k, v in record.items() if k not in ("step", "time")}
+            section.log(metrics, step=record["step"])
+    return {
+        "steps": result.steps,
+        "metric_name": result.metric_name,
+        "before": result.before,
+        "after": result.after,
+        "final_losses": result.final_losses,
+    }
+
+
+# --------------------------------------------------------------------------- 3. search
+
+
+def search_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict[str, Any]:
+    """The search under the budget (`search/`, resumed from its state), warm-started when a predictor is in use."""
+    s = run.recipe.search
+    cost_model = run.cost_model(run.trained.supernet)
+    if run.budget.latency_ms is not None and not cost_model.has_latency:
+        raise ValueError("the latency budget has no latency model: run the latency stage first")
+    strategy = run.strategy
+    logger.info("search: %s", strategy.message)
+    task_meta = {
+        "objective": run.recipe.objective.name,
+        "corpus_size": len(run.bundle.train),
+        "space": run.space.to_dict(),
+    }
+    with HistoryStore(s.history) as history:
+        result = run_search(
+            run.evaluator(),
+            run.space,
+            cost_model,
+            run.search_budget,
+            strategy_name=strategy.name,
+            strategy_options=strategy.options,
+            run_dir=run.run_dir / SEARCH_DIR,
+            history=history,
+            task_id=run.task_id,
+            seed=s.seed,
+            tracker=section,
+            objectives=s.objectives,
+            task_meta=task_meta,
+        )
+        history_url = history.url
+    return {
+        "strategy": strategy.name,
+        "warm_start": strategy.message,
+        "history": history_url,
+        "best_arch": result.best_arch.to_dict(),
+        "best_metric": result.best_metric,
+        "metric_name": result.metric_name,
+        "best_costs": result.best_costs,
+        "num_evaluations": result.num_evaluations,
+        "evals_per_minute": result.evals_per_minute,
+        "budget": dataclasses.asdict(cost_model.check_feasible(run.budget)),
+        "search_budget": dataclasses.asdict(cost_model.check_feasible(run.search_budget)),
+    }
+
+
+# --------------------------------------------------------------------------- 4. export
+
+
+def _export_one(
+    run: CompressRun, name: str, arch: ArchConfig, out: Path, teacher: PreTrainedModel | None
+) -> dict[str, Any]:
+    """Export `arch`, distil it when asked, and move it into `out` only when finished."""
+    e = run.recipe.export
+    with atomic_dir(out, overwrite=True) as tmp:
+        export(run.trained.supernet, arch, tmp, tokenizer=run.tokenizer, overwrite=True, extra_info={"role": name})
+        distill_info = None
+        if teacher is not None:
+            model = AutoModel.from_pretrained(str(tmp), trust_remote_code=True)
+            distill_info = distill(
+                model,
+                teacher,
+                run.bundle.train,
+                run.collate,
+                steps=e.distill_steps,
+                lr=e.distill_lr,
+                batch_size=e.distill_batch_size,
+                bf16=e.distill_bf16,
+                seed=run.recipe.training.seed,
+                desc=f"distill {name}",
+            )
+            save_weights(model, tmp)
+            info = json.loads((tmp / ARCH_FILE).read_text())
+            info["final_distillation"] = {k: v for k, v in distill_info.items() if k != "history"}
+            atomic_write_json(info, tmp / ARCH_FILE)
+    return {"arch": arch.to_dict(), "dir": out.name, "distill": distill_info}
+
+
+def export_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict[str, Any]:
+    """The best arch (`model/`) and the uniform-shrink baseline (`baseline/`), each verified and distilled."""
+    e = run.recipe.export
+    parts: dict[str, tuple[Callable[[], Iterator[tuple[ArchConfig, Any]]], Path]] = {
+        "student": (lambda: ranked_archs(run), run.run_dir / MODEL_DIR)
+    }
+    if e.baseline:
+        parts["baseline"] = (lambda: baseline_archs(run), run.run_dir / BASELINE_DIR)
+    done: dict[str, Any] = dict(log.stages["export"].get("parts", {}))
+    teacher = load_teacher_model(run.teacher.path) if e.distill_steps else None
+    for i, (name, (candidates, out)) in enumerate(parts.items()):
+        if name in done and out.is_dir():
+            continue
+        shutil.rmtree(out, ignore_errors=True)  # written by an attempt that did not record it
+        arch, fraction, checks = verified(run, candidates())
+        record = _export_one(run, name, arch, out, teacher)
+        record.update(fraction=fraction, latency_checks=checks)
+        if record["distill"]:
+            for step, h in enumerate(record["distill"].pop("history")):
+                section.log({f"export/{name}/{k}": v for k, v in h.items()}, step=i * (e.distill_steps + 1) + step)
+        done[name] = record
+        log.stages["export"]["parts"] = done
+        log.save()
+    return {"parts": done}
+
+
+# --------------------------------------------------------------------------- the records, in order
+
+LATENCY = Stage("latency", ("teacher", "space", "budget", "search.latency"), (), (LATENCY_DIR,), latency_stage)
+TRAIN = Stage("train", ("teacher", "data", "objective", "space", "training"), (), (TRAIN_DIR,), train_stage)
+SEARCH = Stage("search", ("budget", "search"), ("latency", "train"), (SEARCH_DIR,), search_stage)
+EXPORT = Stage("export", ("export",), ("search",), (MODEL_DIR, BASELINE_DIR), export_stage)
+REPORT = Stage("report", ("report",), ("export",), REPORT_OUTPUTS, report_stage)
+STAGES = (LATENCY, TRAIN, SEARCH, EXPORT, REPORT)

@@ -1,0 +1,247 @@
+"""The options of every search strategy, declared once as small frozen dataclasses.
+
+A strategy's options are its config's fields: the recipe validator, `make_strategy`
+and `Strategy.options()` all read them from here, and this module imports nothing
+heavy so a recipe can be checked without torch. Configs compose: the variation
+probabilities are declared once (`VariationConfig`) and shared by evolution,
+NSGA-II and the warm start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from metanas._options import check_options
+
+DEFAULT_MAX_TRIES = 500
+MIN_UNFILTERED_SHARE = 0.1  # the predictor never chooses every evaluation of a warm-started round
+
+
+def _at_least(owner: str, minimum: int, **values: Any) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _in_range(owner: str, low: float, high: float, **values: Any) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ValueError(f"{owner}: {name} must be in [{low:g}, {high:g}], got {value!r}")
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """Options every strategy has: how many draws a proposal may take before the search gives up on it."""
+
+    max_tries: int = DEFAULT_MAX_TRIES
+    # How many objectives the strategy optimises: 1 (fitness), 2 (fitness and a cost), or either.
+    objective_counts: ClassVar[tuple[int, ...]] = (1, 2)
+
+    def __post_init__(self) -> None:
+        _at_least(self.owner, 1, max_tries=self.max_tries)
+
+    @property
+    def owner(self) -> str:
+        return type(self).__name__.removesuffix("Config")
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def planned_evaluations(self) -> int:
+        """How many archs the schedule evaluates; each strategy's config says."""
+        raise NotImplementedError(f"{type(self).__name__} has no evaluation schedule")
+
+
+@dataclass(frozen=True)
+class RandomConfig(StrategyConfig):
+    """Random search: `batch_size` feasible samples per generation, `num_samples` in all."""
+
+    num_samples: int = 1000
+    batch_size: int = 50
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least("RandomSearch", 1, num_samples=self.num_samples, batch_size=self.batch_size)
+
+    def planned_evaluations(self) -> int:
+        return self.num_samples
+
+
+@dataclass(frozen=True)
+class VariationConfig(StrategyConfig):
+    """How offspring are made: per-layer mutation probability, depth/hidden mutation, crossover mixing."""
+
+    mutation_prob: float = 0.2
+    depth_prob: float = 0.4
+    hidden_prob: float = 0.4
+    crossover_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _in_range(
+            self.owner,
+            0.0,
+            1.0,
+            mutation_prob=self.mutation_prob,
+            depth_prob=self.depth_prob,
+            hidden_prob=self.hidden_prob,
+            crossover_prob=self.crossover_prob,
+        )
+
+
+@dataclass(frozen=True)
+class EvolutionConfig(VariationConfig):
+    """AutoFormer's evolution: `generations` of `population_size`, offspring of the top `parents`.
+
+    `mutation_count`/`crossover_count` default to half the population each (AutoFormer: 25/25).
+    """
+
+    objective_counts: ClassVar[tuple[int, ...]] = (1,)
+
+    population_size: int = 50
+    generations: int = 20
+    parents: int = 10
+    mutation_count: int | None = None
+    crossover_count: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least(
+            "Evolution", 1, population_size=self.population_size, generations=self.generations, parents=self.parents
+        )
+        mutation, crossover = self.mutation_count, self.crossover_count
+        if mutation is None and crossover is None:
+            mutation = self.population_size // 2
+        if mutation is None:
+            mutation = self.population_size - crossover
+        if crossover is None:
+            crossover = self.population_size - mutation
+        if mutation < 0 or crossover < 0 or mutation + crossover < 1:
+            raise ValueError(
+                f"Evolution: mutation_count and crossover_count must be >= 0 and not both 0, got {mutation}, {crossover}"
+            )
+        object.__setattr__(self, "mutation_count", mutation)
+        object.__setattr__(self, "crossover_count", crossover)
+
+    def planned_evaluations(self) -> int:
+        return self.population_size * self.generations
+
+
+@dataclass(frozen=True)
+class NSGA2Config(VariationConfig):
+    """NSGA-II over (fitness, -cost[`cost_key`])."""
+
+    objective_counts: ClassVar[tuple[int, ...]] = (2,)
+
+    cost_key: str = "params"
+    population_size: int = 50
+    generations: int = 20
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least("NSGA2", 2, population_size=self.population_size)
+        _at_least("NSGA2", 1, generations=self.generations)
+
+    def planned_evaluations(self) -> int:
+        return self.population_size * self.generations
+
+
+@dataclass(frozen=True)
+class WarmStartConfig(EvolutionConfig):
+    """Evolution warm-started by the meta-predictor (see `metanas.search.warm`).
+
+    `pool_size` random archs are ranked for the first population; each later round
+    ranks `candidate_factor` x population offspring by UCB (`beta`); `unfiltered_share`
+    of a round is evaluated without the predictor, `random_share` of the first one is
+    random; `seed_archs` incumbents of the `seed_tasks` most similar previous tasks
+    seed it; `diversity` spaces the picks apart. The predictor is re-adapted with
+    `adapt_steps` at `adapt_lr` every round; a target-only model trains
+    `target_epochs`. The guard falls back after `guard_patience` losses to the params
+    proxy, and to plain evolution below `plain_tau`.
+    `warm_start` is which predictor: "auto" (the shipped default when it loads), "off" or
+    a file (recipes set it as `search.warm_start`).
+    """
+
+    warm_start: str = "auto"
+    pool_size: int = 2000
+    candidate_factor: int = 10
+    unfiltered_share: float = 0.2
+    random_share: float = 0.1
+    seed_archs: int = 2
+    seed_tasks: int = 2
+    beta: float = 0.5
+    diversity: float = 0.25
+    adapt_steps: int = 50
+    adapt_lr: float = 2e-3
+    target_epochs: int = 200
+    guard_patience: int = 2
+    plain_tau: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not MIN_UNFILTERED_SHARE <= self.unfiltered_share <= 1.0:
+            raise ValueError(
+                f"WarmStartEvolution: unfiltered_share must be in [{MIN_UNFILTERED_SHARE}, 1] (the predictor never "
+                f"chooses every evaluation), got {self.unfiltered_share}"
+            )
+        _in_range("WarmStartEvolution", 0.0, 1.0, random_share=self.random_share)
+        _at_least("WarmStartEvolution", 1, pool_size=self.pool_size, candidate_factor=self.candidate_factor)
+        _at_least("WarmStartEvolution", 1, target_epochs=self.target_epochs, guard_patience=self.guard_patience)
+        _at_least(
+            "WarmStartEvolution", 0, seed_archs=self.seed_archs, seed_tasks=self.seed_tasks, adapt_steps=self.adapt_steps
+        )
+        if self.beta < 0 or self.diversity < 0:
+            raise ValueError("WarmStartEvolution: beta and diversity must be >= 0")
+
+
+# Strategy name -> the config that holds its options. `warm_evolution` is what `evolution`
+# runs as when a meta-predictor is in use.
+STRATEGY_CONFIGS: dict[str, type[StrategyConfig]] = {
+    "random": RandomConfig,
+    "evolution": EvolutionConfig,
+    "nsga2": NSGA2Config,
+    "warm_evolution": WarmStartConfig,
+}
+WARM_STRATEGY = "warm_evolution"
+
+
+def runs_as(strategy: str, warm_start: str) -> str:
+    """The strategy a recipe's `search.strategy` runs as: evolution with a warm start is `warm_evolution`.
+
+    The warm start may still fall back to plain evolution at run time (no usable
+    predictor); its options are then unused, and said so.
+    """
+    return WARM_STRATEGY if strategy == "evolution" and warm_start != "off" else strategy
+
+
+def strategy_options(name: str) -> tuple[str, ...]:
+    """The options strategy `name` accepts."""
+    if name not in STRATEGY_CONFIGS:
+        raise ValueError(f"unknown search strategy {name!r}; valid strategies: {', '.join(STRATEGY_CONFIGS)}")
+    return STRATEGY_CONFIGS[name].option_names()
+
+
+def check_objectives(objectives: Sequence[str], strategy: str, cost_keys: Sequence[str]) -> None:
+    """`objectives` is [fitness] or [fitness, COST] (COST one of `cost_keys`), as many as `strategy` optimises."""
+    if not objectives or objectives[0] != "fitness" or len(objectives) > 2:
+        raise ValueError(f"objectives must be [fitness] or [fitness, COST]; got {list(objectives)}")
+    if len(objectives) == 2 and objectives[1] not in cost_keys:
+        raise ValueError(f"objectives: the cost must be one of {', '.join(cost_keys)}; got {objectives[1]!r}")
+    counts = STRATEGY_CONFIGS[strategy].objective_counts if strategy in STRATEGY_CONFIGS else (1, 2)
+    if len(objectives) not in counts:
+        if counts == (2,):
+            raise ValueError(f"strategy {strategy!r} needs two objectives, e.g. [fitness, latency_ms]")
+        raise ValueError(f"a multi-objective search needs strategy 'nsga2' (or 'random'), not {strategy!r}")
+
+
+def make_config(name: str, options: dict[str, Any]) -> StrategyConfig:
+    """The config of strategy `name` from `options`; an unknown option names the allowed ones."""
+    check_options(f"search strategy {name!r}", options, strategy_options(name))
+    return STRATEGY_CONFIGS[name](**options)

@@ -1,0 +1,150 @@
+"""Final distillation: a standalone exported student trained further from the original teacher.
+
+After export the student is a plain Hugging Face model; a few hundred AdamW steps
+on the training data align it with the teacher (last-layer relations, in-batch
+embedding similarities and, at equal width, hidden states and sentence
+embeddings). The uniform-shrink baseline gets the same steps on the same batches.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_bytes
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel
+
+from metanas._io import atomic_write_bytes
+from metanas.objectives.losses import masked_mse, mean_pool, relation_loss
+from metanas.training.schedule import lr_multiplier, param_groups
+
+
+class _QKVCapture:
+    """Forward hooks on the last layer's query/key/value projections of an HF BERT-like encoder."""
+
+    def __init__(self, model: nn.Module) -> None:
+        attention = model.encoder.layer[-1].attention.self
+        self.out: dict[str, torch.Tensor] = {}
+        self.handles = [
+            getattr(attention, name).register_forward_hook(self._hook(name)) for name in ("query", "key", "value")
+        ]
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def hook(module: Any, args: Any, output: torch.Tensor) -> None:
+            self.out[name] = output
+
+        return hook
+
+    def triple(self) -> list[torch.Tensor]:
+        return [self.out[n].float() for n in ("query", "key", "value")]
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def distillation_loss(
+    s_hidden: torch.Tensor,
+    t_hidden: torch.Tensor,
+    s_qkv: list[torch.Tensor],
+    t_qkv: list[torch.Tensor],
+    mask: torch.Tensor,
+    relation_heads: int,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Last-layer relations + in-batch embedding similarities, plus hidden states when the widths agree.
+
+    - relations: MiniLMv2 Q-Q/K-K/V-V KL (any widths);
+    - similarities: MSE between the student's and teacher's in-batch cosine
+      similarity matrices of mean-pooled embeddings (any widths; what retrieval uses);
+    - same width only: token hidden-state MSE and 1 - cosine of the sentence
+      embeddings, so the exported model's own outputs align with the teacher's
+      (no projection head that the exported model would lack).
+    """
+    parts: dict[str, torch.Tensor] = {"relation": relation_loss(s_qkv, t_qkv, mask, relation_heads)}
+    es, et = mean_pool(s_hidden, mask), mean_pool(t_hidden, mask)
+    ns, nt = torch.nn.functional.normalize(es, dim=-1), torch.nn.functional.normalize(et, dim=-1)
+    parts["similarity"] = ((ns @ ns.T - nt @ nt.T) ** 2).mean()
+    if s_hidden.shape[-1] == t_hidden.shape[-1]:
+        parts["hidden"] = masked_mse(s_hidden, t_hidden, mask)
+        parts["cosine"] = 1 - (ns * nt).sum(-1).mean()
+    total = sum(parts.values())
+    return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def distill(
+    student: PreTrainedModel,
+    teacher: PreTrainedModel,
+    rows: Any,
+    collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
+    steps: int,
+    lr: float,
+    batch_size: int,
+    bf16: bool = False,
+    seed: int = 0,
+    desc: str = "distill",
+) -> dict[str, Any]:
+    """Distil a standalone `student` from `teacher` for `steps` AdamW steps on `rows` (tokenized examples).
+
+    Batches are drawn by a seeded RNG, so the student and the baseline see the same
+    data in the same order; linear warmup over 10% of the steps, then linear decay.
+    """
+    if len(rows) < batch_size:
+        raise ValueError(f"final distillation: {len(rows)} training examples, fewer than one batch of {batch_size}")
+    rng = random.Random(f"metanas-distill:{seed}")
+    torch.manual_seed(seed)
+    student.train()
+    teacher.eval()
+    optimizer = torch.optim.AdamW(param_groups(student, 0.01), lr=lr)
+    warmup = max(1, int(0.1 * steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_multiplier(s, warmup=warmup, total=steps, schedule="linear")
+    )
+    heads = teacher.config.num_attention_heads
+    autocast = torch.autocast("cpu", torch.bfloat16, enabled=bf16)
+    s_cap, t_cap = _QKVCapture(student), _QKVCapture(teacher)
+    history: list[dict[str, float]] = []
+    try:
+        for _ in tqdm(range(steps), desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0):
+            picked = rows[rng.sample(range(len(rows)), batch_size)]
+            batch = collate([{k: picked[k][i] for k in picked} for i in range(batch_size)])
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            mask = batch["attention_mask"].bool()
+            with torch.no_grad(), autocast:
+                t_hidden = teacher(**inputs).last_hidden_state.float()
+            t_qkv = t_cap.triple()
+            with autocast:
+                s_hidden = student(**inputs).last_hidden_state.float()
+            loss, parts = distillation_loss(s_hidden, t_hidden, s_cap.triple(), t_qkv, mask, heads)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            history.append({"loss": float(loss.detach()), **parts})
+    finally:
+        s_cap.close()
+        t_cap.close()
+    student.eval()
+    window = history[-max(1, steps // 10) :]
+    return {
+        "steps": steps,
+        "first_loss": history[0]["loss"] if history else None,
+        "final_loss": sum(h["loss"] for h in window) / len(window) if window else None,
+        "history": history,
+    }
+
+
+def save_weights(model: nn.Module, model_dir: Path) -> None:
+    """Overwrite an exported directory's weights with `model`'s (same keys as the file written by export)."""
+    path = model_dir / "model.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+    state = model.state_dict()
+    tensors = {k: state[k].detach().contiguous() for k in keys}
+    atomic_write_bytes(safetensors_bytes(tensors, metadata={"format": "pt"}), path)
