@@ -22,12 +22,11 @@ from typing import Any, Literal
 
 import yaml
 
-from metanas.cost.budget import BUDGET_KEYS, Budget
 from metanas._options import check_options
+from metanas.cost.budget import BUDGET_KEYS, Budget
 from metanas.objectives import OBJECTIVES
-from metanas.search.configs import check_objectives, runs_as, strategy_options
+from metanas.search.configs import STRATEGY_CONFIGS, WARM_STRATEGY, check_objectives, runs_as, strategy_options
 from metanas.teachers import default_teacher_path
-
 
 # A check returns an error text (completing "<key> ...") or None when the value is fine.
 Check = Callable[[Any], "str | None"]
@@ -45,6 +44,11 @@ _FRACTION = _rule(lambda v: 0 <= v < 1, "in [0, 1)")
 
 def _objective_names() -> list[str]:
     return sorted(OBJECTIVES)
+
+
+def _strategy_names() -> list[str]:
+    """What `search.strategy` may name (the warm start is how evolution runs, not a strategy to pick)."""
+    return [name for name in STRATEGY_CONFIGS if name != WARM_STRATEGY]
 
 
 # Only the choices are searchable; the other SearchSpace fields are facts about the teacher.
@@ -243,7 +247,7 @@ class SearchSection:
     and objective).
     """
 
-    strategy: Literal["evolution", "random", "nsga2"] = "evolution"
+    strategy: str = field(default="evolution", metadata=_meta(choices=_strategy_names))
     options: dict[str, Any] = field(default_factory=dict)
     objectives: list[str] = field(default_factory=lambda: ["fitness"])
     seed: int = 0
@@ -462,36 +466,30 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 _TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against annotation `tp`; ints become floats where a float is expected."""
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        errors = []
-        for option in options:
-            try:
-                return _coerce(value, option, key)
-            except ValueError as e:
-                errors.append(str(e))
-        raise ValueError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {options}")
-    if origin is Literal:
-        if value not in args:
-            raise ValueError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
-        return value
+def _coerce_union(value: Any, args: tuple[Any, ...], key: str) -> Any:
+    if value is None and type(None) in args:
+        return None
+    options = [a for a in args if a is not type(None)]
+    errors = []
+    for option in options:
+        try:
+            return _coerce(value, option, key)
+        except ValueError as e:
+            errors.append(str(e))
+    raise ValueError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {options}")
+
+
+def _coerce_container(value: Any, origin: Any, args: tuple[Any, ...], key: str) -> Any:
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{key} must be a list, got {value!r}")
         return [_coerce(v, args[0] if args else Any, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ValueError(f"{key} must be a mapping, got {value!r}")
-        return {str(k): _coerce(v, args[1] if args else Any, _join(key, str(k))) for k, v in value.items()}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{key} must be a mapping, got {value!r}")
+    return {str(k): _coerce(v, args[1] if args else Any, _join(key, str(k))) for k, v in value.items()}
+
+
+def _coerce_scalar(value: Any, tp: Any, key: str) -> Any:
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, str):
@@ -504,3 +502,21 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ValueError(f"{key} must be {_TYPE_NAMES[tp]}, got {value!r}")
     raise TypeError(f"{key}: the recipe schema uses an unsupported annotation {tp!r}")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against annotation `tp`; ints become floats where a float is expected."""
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return _coerce_union(value, args, key)
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin in (list, dict):
+        return _coerce_container(value, origin, args, key)
+    return _coerce_scalar(value, tp, key)

@@ -57,8 +57,7 @@ class ArchConfig:
         for name in ("heads", "ffn"):
             if len(getattr(self, name)) != self.depth:
                 raise ValueError(
-                    f"ArchConfig.{name}: needs one value per layer ({self.depth}), "
-                    f"got {len(getattr(self, name))}"
+                    f"ArchConfig.{name}: needs one value per layer ({self.depth}), got {len(getattr(self, name))}"
                 )
 
     @property
@@ -81,8 +80,7 @@ class ArchConfig:
         missing = expected - set(data)
         if unknown or missing:
             raise ValueError(
-                f"ArchConfig: keys must be {sorted(expected)}; "
-                f"unknown {sorted(unknown)}, missing {sorted(missing)}"
+                f"ArchConfig: keys must be {sorted(expected)}; unknown {sorted(unknown)}, missing {sorted(missing)}"
             )
         return cls(depth=data["depth"], hidden=data["hidden"], heads=tuple(data["heads"]), ffn=tuple(data["ffn"]))
 
@@ -172,9 +170,7 @@ class SearchSpace:
         teacher = {"depth_choices": layers, "hidden_choices": hidden, "head_choices": heads, "ffn_choices": ffn}
         for name, top in teacher.items():
             if max(getattr(space, name)) > top:
-                raise ValueError(
-                    f"SearchSpace.{name}: {max(getattr(space, name))} exceeds the teacher's {top}"
-                )
+                raise ValueError(f"SearchSpace.{name}: {max(getattr(space, name))} exceeds the teacher's {top}")
         return space
 
     def to_dict(self) -> dict[str, Any]:
@@ -207,9 +203,7 @@ class SearchSpace:
         if arch.depth not in self.depth_choices:
             raise ValueError(f"arch.depth={arch.depth} is outside the space; allowed: {list(self.depth_choices)}")
         if arch.hidden not in self.hidden_choices:
-            raise ValueError(
-                f"arch.hidden={arch.hidden} is outside the space; allowed: {list(self.hidden_choices)}"
-            )
+            raise ValueError(f"arch.hidden={arch.hidden} is outside the space; allowed: {list(self.hidden_choices)}")
         for name, allowed in (("heads", self.head_choices), ("ffn", self.ffn_choices)):
             for i, v in enumerate(getattr(arch, name)):
                 if v not in allowed:

@@ -19,6 +19,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+from metanas._io import atomic_write_text
+
 METRICS_FILE = "metrics.jsonl"
 WANDB_ID_FILE = "wandb_id.txt"
 DEFAULT_WANDB_HOST = "https://api.wandb.ai"
@@ -105,7 +107,7 @@ class Tracker:
         # A resumed run keeps logging into the same W&B run.
         id_file = self.run_dir / WANDB_ID_FILE
         run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
-        id_file.write_text(run_id)
+        atomic_write_text(run_id, id_file)
         return wandb.init(
             project=project,
             name=name,

@@ -66,8 +66,10 @@ def main() -> None:
     ids = torch.randint(1000, space.vocab_size, (args.batch, args.seq))
     mask = torch.ones_like(ids)
     print(f"batch {args.batch} x seq {args.seq}, threads {torch.get_num_threads()}, torch {torch.__version__}")
-    print("| subnet | params | fwd supernet ms | fwd standalone ms | fwd ratio | "
-          "fwd+bwd supernet ms | fwd+bwd standalone ms | fwd+bwd ratio |")
+    print(
+        "| subnet | params | fwd supernet ms | fwd standalone ms | fwd ratio | "
+        "fwd+bwd supernet ms | fwd+bwd standalone ms | fwd+bwd ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, arch in archs.items():
         model = build_subnet_model(sn, arch).train()
@@ -98,8 +100,10 @@ def main() -> None:
             t["sb"] += timed(sn_bwd, args.repeats)
             t["tb"] += timed(st_bwd, args.repeats)
         m = {k: middle_mean(v) * 1e3 for k, v in t.items()}
-        print(f"| {name} {arch.to_json()} | {space.params(arch) / 1e6:.1f}M | {m['sf']:.1f} | {m['tf']:.1f} | "
-              f"{m['sf'] / m['tf']:.3f} | {m['sb']:.1f} | {m['tb']:.1f} | {m['sb'] / m['tb']:.3f} |")
+        print(
+            f"| {name} {arch.to_json()} | {space.params(arch) / 1e6:.1f}M | {m['sf']:.1f} | {m['tf']:.1f} | "
+            f"{m['sf'] / m['tf']:.3f} | {m['sb']:.1f} | {m['tb']:.1f} | {m['sb'] / m['tb']:.3f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -57,9 +57,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import build_predictor as bp  # the sibling script (scripts/ is on sys.path): task family, tables
+import numpy as np
 
 from metanas.space import ArchConfig, SearchSpace  # noqa: E402
 
@@ -106,8 +105,7 @@ class Setting:
 
     def predictor(self, kind: str) -> Path:
         """The leave-one-out predictor (`kind` "loo" or "shuffled"), meta-trained now unless cached."""
-        from metanas.meta.metatrain import meta_train
-        from metanas.meta.metatrain import anchor_subset_variants
+        from metanas.meta.metatrain import anchor_subset_variants, meta_train
 
         card = json.loads((self.args.predictor_card).read_text(encoding="utf-8"))
         path = self.args.cache / "bench" / "predictors" / f"{self.task}-{kind}.safetensors"

@@ -464,8 +464,7 @@ def main() -> None:
     table_s = time.perf_counter() - started
     store = write_history(args.cache, tables, anchors, randoms)
 
-    from metanas.meta.metatrain import meta_train
-    from metanas.meta.metatrain import anchor_subset_variants, variant_task
+    from metanas.meta.metatrain import anchor_subset_variants, meta_train, variant_task
 
     space = next(iter(tables.values())).space
     records = {name: store.records(task_id=name) for name in tables}

@@ -61,8 +61,10 @@ def main() -> int:
         print(f"only in {'A' if key in a else 'B'}: {key}")
     for key in changed:
         print(f"differs: {key}: {a[key]!r} -> {b[key]!r}")
-    print(f"{len(a.keys() & b.keys())} shared fields; {len(only)} in one report only; {len(changed)} differ; "
-          f"{len(timings)} timings differ (not compared)")
+    print(
+        f"{len(a.keys() & b.keys())} shared fields; {len(only)} in one report only; {len(changed)} differ; "
+        f"{len(timings)} timings differ (not compared)"
+    )
     return 1 if only or changed else 0
 
 

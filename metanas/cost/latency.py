@@ -20,20 +20,19 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import PretrainedConfig
 
 from metanas._io import atomic_write_json
 from metanas._threads import torch_threads
 from metanas.cost.latency_predictor import LatencyPredictor
-from metanas.space import ArchConfig
+from metanas.space import ArchConfig, SearchSpace
 from metanas.supernet.export import build_subnet_model
-
-if TYPE_CHECKING:
-    from metanas.supernet.model import ElasticBert
+from metanas.supernet.model import ElasticBert
 
 CLOCKS = ("wall", "cpu")
 DEFAULT_LATENCY_CACHE = Path("~/.cache/metanas/latency")
@@ -155,7 +154,6 @@ def device_fingerprint(threads: int | None = None, device: str = "cpu", clock: s
     return "|".join(parts)
 
 
-
 def measure_models_latency(
     models: Mapping[str, nn.Module],
     vocab_size: int,
@@ -190,10 +188,8 @@ def measure_models_latency(
     return best
 
 
-def timing_supernet(config: Any, space: Any) -> ElasticBert:
+def timing_supernet(config: PretrainedConfig, space: SearchSpace) -> ElasticBert:
     """A supernet of the teacher's shape with seeded random weights: latency does not depend on weights."""
-    from metanas.supernet.model import ElasticBert
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return ElasticBert(config, space).eval()
@@ -223,8 +219,11 @@ class MeasuredLatency:
 
 
 def _archs_to_measure(
-    space: Any, measured: Sequence[tuple[ArchConfig, float, str]], sampler: Callable[[random.Random], ArchConfig],
-    n: int, rng: random.Random,
+    space: SearchSpace,
+    measured: Sequence[tuple[ArchConfig, float, str]],
+    sampler: Callable[[random.Random], ArchConfig],
+    n: int,
+    rng: random.Random,
 ) -> list[ArchConfig]:
     """The smallest and largest archs (unless measured already) and new samples up to `n` distinct archs."""
     seen = {a for a, _, _ in measured}
@@ -279,7 +278,9 @@ def build_latency_predictor(
     space = sn.space
     fingerprint = device_fingerprint(threads, device, clock)
     path = (
-        LatencyPredictor.cache_path(cache_dir, space, fingerprint, batch_size, seq_len) if cache_dir is not None else None
+        LatencyPredictor.cache_path(cache_dir, space, fingerprint, batch_size, seq_len)
+        if cache_dir is not None
+        else None
     )
     measured: list[tuple[ArchConfig, float, str]] = []
     if path is not None and path.is_file():
@@ -298,7 +299,9 @@ def build_latency_predictor(
     with tqdm(total=len(todo) * rounds, desc="latency", unit="arch", disable=not progress) as bar:
         for _ in range(rounds):
             for i in order:
-                stats = measure_arch_latency(sn, todo[i], batch_size, seq_len, threads, device, warmup, runs, seed, clock)
+                stats = measure_arch_latency(
+                    sn, todo[i], batch_size, seq_len, threads, device, warmup, runs, seed, clock
+                )
                 passes[i].append(stats.mean_ms)
                 bar.update()
             rng.shuffle(order)

@@ -183,7 +183,9 @@ def collate_rows(ds: Dataset, indices: Sequence[int], collate: Collator) -> dict
     return collate([{k: rows[k][i] for k in rows} for i in range(len(indices))])
 
 
-def batches_of(ds: Dataset, indices: Sequence[int], batch_size: int, collate: Collator) -> list[dict[str, torch.Tensor]]:
+def batches_of(
+    ds: Dataset, indices: Sequence[int], batch_size: int, collate: Collator
+) -> list[dict[str, torch.Tensor]]:
     """Collated batches of `ds[indices]`, in order."""
     idx = list(indices)
     return [collate_rows(ds, idx[i : i + batch_size], collate) for i in range(0, len(idx), batch_size)]

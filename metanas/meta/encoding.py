@@ -48,7 +48,6 @@ def feature_dim(max_layers: int = DEFAULT_MAX_LAYERS) -> int:
     return 2 + 2 * max_layers + _N_AGGREGATES + _N_COSTS
 
 
-
 def task_embedding_dim(k: int) -> int:
     """Length of `task_embedding` for `k` anchors."""
     return k + _N_TASK_META

@@ -42,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from metanas._io import atomic_write
 from metanas.space import ArchConfig
 
 SCHEMA_VERSION = 1
@@ -410,12 +411,9 @@ class HistoryStore:
         if out.suffix.lower() not in EXPORT_FORMATS:
             raise ValueError(f"export: {out.name!r} must end with one of {', '.join(EXPORT_FORMATS)}")
         df = pd.DataFrame(self._rows(run_id, task_id, space_signature), columns=list(COLUMNS))
-        out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix.lower() == ".csv":
-            df.to_csv(out, index=False)
-        else:
-            df.to_parquet(out, index=False)
-        return out
+            return atomic_write(out, lambda f: df.to_csv(f, index=False), binary=False)
+        return atomic_write(out, lambda f: df.to_parquet(f, index=False))
 
 
 def _configure_sqlite(engine: Any) -> None:

@@ -251,6 +251,45 @@ def _split(task_ids: list[str], val_tasks: Sequence[str] | float, seed: int) -> 
     return train, val
 
 
+def _select(
+    data: TrainingSet,
+    train_tasks: Sequence[str],
+    val_ids: Sequence[str],
+    epochs_grid: Sequence[int],
+    weight_decay_grid: Sequence[float],
+    encoding: Mapping[str, Any],
+    seed: int,
+    predictor_kwargs: Mapping[str, Any],
+) -> tuple[dict[str, Any], list[dict[str, Any]], float | None]:
+    """The (epochs, weight decay) with the best mean held-out Kendall tau, every grid point's score, and the
+    params proxy's tau on the same tasks; without held-out tasks, the largest grid values."""
+    selection: list[dict[str, Any]] = []
+    if not val_ids:
+        return {"epochs": max(epochs_grid), "weight_decay": weight_decay_grid[-1]}, selection, None
+    train, val = data.subset(train_tasks), data.subset(val_ids)
+    checkpoints = set(epochs_grid)
+    for wd in weight_decay_grid:
+
+        def score(epoch: int, p: MetaPredictor, wd: float = wd) -> None:
+            if epoch in checkpoints:
+                taus = kendall_tau_by_group(p.predict(val.X_arch, val.X_task)[0], val.y, val.groups)
+                selection.append(
+                    {
+                        "epochs": epoch,
+                        "weight_decay": wd,
+                        "val_kendall_tau": float(np.mean(list(taus.values()))),
+                        "per_task": taus,
+                    }
+                )
+
+        MetaPredictor(weight_decay=wd, encoding=encoding, **predictor_kwargs).fit(
+            train.X_arch, train.X_task, train.y, train.groups, epochs=max(epochs_grid), seed=seed, callback=score
+        )
+    best = max(selection, key=lambda s: s["val_kendall_tau"])  # ties: the first weight decay, then fewer epochs
+    proxy_tau = float(np.mean(list(kendall_tau_by_group(val.params, val.y, val.groups).values())))
+    return best, selection, proxy_tau
+
+
 def meta_train(
     source: Any,
     spaces: Mapping[str, SearchSpace] | Iterable[SearchSpace],
@@ -301,31 +340,9 @@ def meta_train(
     task_ids = sorted(set(data.task_of.values()))
     train_tasks, val_ids = _split(task_ids, val_tasks, seed)
     encoding = {"max_layers": max_layers, "seq_len": seq_len, "anchor_k": anchor_k, "anchor_seed": anchor_seed}
-    selection: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epochs": max(epochs_grid), "weight_decay": weight_decay_grid[-1]}
-    proxy_tau: float | None = None
-    if val_ids:
-        train, val = data.subset(train_tasks), data.subset(val_ids)
-        checkpoints = set(epochs_grid)
-        for wd in weight_decay_grid:
-
-            def score(epoch: int, p: MetaPredictor, wd: float = wd) -> None:
-                if epoch in checkpoints:
-                    taus = kendall_tau_by_group(p.predict(val.X_arch, val.X_task)[0], val.y, val.groups)
-                    selection.append(
-                        {
-                            "epochs": epoch,
-                            "weight_decay": wd,
-                            "val_kendall_tau": float(np.mean(list(taus.values()))),
-                            "per_task": taus,
-                        }
-                    )
-
-            MetaPredictor(weight_decay=wd, encoding=encoding, **predictor_kwargs).fit(
-                train.X_arch, train.X_task, train.y, train.groups, epochs=max(epochs_grid), seed=seed, callback=score
-            )
-        best = max(selection, key=lambda s: s["val_kendall_tau"])  # ties: the first weight decay, then fewer epochs
-        proxy_tau = float(np.mean(list(kendall_tau_by_group(val.params, val.y, val.groups).values())))
+    best, selection, proxy_tau = _select(
+        data, train_tasks, val_ids, epochs_grid, weight_decay_grid, encoding, seed, predictor_kwargs
+    )
     predictor = MetaPredictor(weight_decay=best["weight_decay"], encoding=encoding, **predictor_kwargs)
     predictor.fit(data.X_arch, data.X_task, data.y, data.groups, epochs=best["epochs"], seed=seed)
     predictor.card = {

@@ -12,7 +12,6 @@ from torch import nn
 from metanas.supernet.families import MODEL_INPUTS
 
 
-
 def module_device(module: nn.Module) -> torch.device:
     """Device of a module's first parameter (CPU for a parameterless module)."""
     for p in module.parameters():

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 from typing import Any
 
 import torch
@@ -26,7 +25,7 @@ from metanas.objectives._common import (
     token_mask,
 )
 from metanas.objectives.base import Objective
-from metanas.objectives.losses import QKV, masked_mse, relation_loss, resolve_relation_heads
+from metanas.objectives.losses import masked_mse, relation_loss
 from metanas.space import ArchConfig
 from metanas.supernet.model import ElasticBert
 from metanas.supernet.ops import ElasticLinear

@@ -18,7 +18,8 @@ from transformers import AutoModel, PretrainedConfig
 
 from metanas._threads import torch_threads
 from metanas.config import Recipe
-from metanas.cost import Budget, CostModel
+from metanas.cost.budget import Budget
+from metanas.cost.model import CostModel
 from metanas.meta.history import DEFAULT_PATH, ENV_VAR
 from metanas.pipeline.paths import STAGES_FILE
 from metanas.pipeline.run import STAGE_NAMES, needs_latency
@@ -119,7 +120,9 @@ def _flops_ratios(r: Recipe, space: SearchSpace | None, budget: Budget) -> dict[
     if space is not None:
         seq = r.data.max_length
         flops = space.flops(space.largest(), seq)
-        ratio.update(smallest=space.flops(space.smallest(), seq) / flops, middle=space.flops(space.middle(), seq) / flops)
+        ratio.update(
+            smallest=space.flops(space.smallest(), seq) / flops, middle=space.flops(space.middle(), seq) / flops
+        )
         ratio["budget"] = _budget_fraction(budget, space, seq, ratio["middle"])
     return ratio
 

@@ -15,7 +15,6 @@ import shutil
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import wandb
 from transformers import AutoModel
 
 from metanas.cost.latency import measure_models_latency
@@ -179,6 +178,8 @@ def _log_artifact(run: CompressRun, report: Mapping[str, Any]) -> None:
     wandb_run = run.tracker.wandb_run if run.tracker is not None else None
     if wandb_run is None:
         return
+    import wandb  # loaded only when W&B is on, as in metanas.tracking
+
     name = re.sub(r"[^\w.-]", "-", f"{run.run_dir.resolve().name}-student")
     keys = ("params", "flops_per_token", "latency_ms", "quality", "quality_metric")
     meta = {k: report["student"][k] for k in keys}

@@ -20,14 +20,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from metanas._io import atomic_write_json, atomic_write_text
 from metanas._threads import torch_threads
 from metanas.config import Recipe, recipe_changes
-from metanas.cost import Budget, CostModel, LatencyPredictor
+from metanas.cost.budget import Budget
 from metanas.cost.latency import MeasuredLatency, timing_supernet
+from metanas.cost.latency_predictor import LatencyPredictor
+from metanas.cost.model import CostModel
 from metanas.data import Collator, DataBundle, batches_of, build_datasets
 from metanas.evaluate import Evaluator
 from metanas.meta.choice import resolve_warm_start
@@ -215,7 +216,7 @@ class CompressRun:
 
     def cost_model(self, sn: ElasticBert | None = None) -> CostModel:
         """Costs at the budget's setting; latency from this run's predictor or measurements when it has one."""
-        latency: Any = None
+        latency: LatencyPredictor | MeasuredLatency | None = None
         predictor_path = self.run_dir / LATENCY_DIR / PREDICTOR_FILE
         if predictor_path.is_file():
             latency = LatencyPredictor.load(predictor_path, self.space)
@@ -319,4 +320,3 @@ class CompressRun:
         info = stage.run(self, log, section)
         log.data["next_step"] = section.last + 1
         log.finish(name, time.perf_counter() - started, info)
-

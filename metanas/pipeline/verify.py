@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from metanas.cost import LatencyPredictor
 from metanas.cost.latency import measure_models_latency
+from metanas.cost.latency_predictor import LatencyPredictor
 from metanas.pipeline.paths import LATENCY_DIR, MEASURED_FILE, PREDICTOR_FILE, SEARCH_DIR
 from metanas.search.runner import STATE_FILE
 from metanas.space import ArchConfig

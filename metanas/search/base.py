@@ -159,7 +159,9 @@ class Strategy(ABC):
         return self.config.planned_evaluations()
 
     # ----- hooks for the runner (no-ops unless a strategy needs them) ----------
-    def attach(self, history: HistoryStore | None, task_id: str, task_meta: Mapping[str, Any]) -> None:
+    def attach(  # noqa: B027 - an optional hook, a no-op unless a strategy needs it
+        self, history: HistoryStore | None, task_id: str, task_meta: Mapping[str, Any]
+    ) -> None:
         """Called once before the search starts or resumes: the history and what is known of the task."""
 
     def describe(self) -> StrategyEvent | None:

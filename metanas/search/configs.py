@@ -125,7 +125,8 @@ class EvolutionConfig(VariationConfig):
             crossover = self.population_size - mutation
         if mutation < 0 or crossover < 0 or mutation + crossover < 1:
             raise ValueError(
-                f"Evolution: mutation_count and crossover_count must be >= 0 and not both 0, got {mutation}, {crossover}"
+                "Evolution: mutation_count and crossover_count must be >= 0 and not both 0, "
+                f"got {mutation}, {crossover}"
             )
         object.__setattr__(self, "mutation_count", mutation)
         object.__setattr__(self, "crossover_count", crossover)
@@ -195,7 +196,11 @@ class WarmStartConfig(EvolutionConfig):
         _at_least("WarmStartEvolution", 1, pool_size=self.pool_size, candidate_factor=self.candidate_factor)
         _at_least("WarmStartEvolution", 1, target_epochs=self.target_epochs, guard_patience=self.guard_patience)
         _at_least(
-            "WarmStartEvolution", 0, seed_archs=self.seed_archs, seed_tasks=self.seed_tasks, adapt_steps=self.adapt_steps
+            "WarmStartEvolution",
+            0,
+            seed_archs=self.seed_archs,
+            seed_tasks=self.seed_tasks,
+            adapt_steps=self.adapt_steps,
         )
         if self.beta < 0 or self.diversity < 0:
             raise ValueError("WarmStartEvolution: beta and diversity must be >= 0")

@@ -61,8 +61,16 @@ def plot_pareto(
     if budget is not None:
         ax.axvline(budget * scale, color="black", linestyle="--", linewidth=1, label="budget")
     if best is not None:
-        ax.scatter([costs[best] * scale], [fitnesses[best]], s=120, marker="*", color="gold", edgecolor="black",
-                   zorder=5, label="best")
+        ax.scatter(
+            [costs[best] * scale],
+            [fitnesses[best]],
+            s=120,
+            marker="*",
+            color="gold",
+            edgecolor="black",
+            zorder=5,
+            label="best",
+        )
     ax.set_xlabel(COST_LABELS.get(cost_key, cost_key))
     ax.set_ylabel(metric_label)
     ax.set_title("search: fitness vs cost")

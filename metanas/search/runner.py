@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from metanas._io import atomic_write_json
-from metanas.cost import BUDGET_KEYS, Budget, CostModel
+from metanas.cost.budget import BUDGET_KEYS, Budget
+from metanas.cost.model import CostModel
 from metanas.meta.encoding import target_task_meta
 from metanas.meta.history import EvalRecord
 from metanas.search.base import Strategy, StrategyEvent
@@ -229,7 +230,10 @@ def _run_generation(
     atomic_write_json(state, state_path, indent=1)
     logger.info(
         "search gen %d: best %.5g, median %.5g (%d evaluations)",
-        generation, stats["best"], stats["median"], len(evaluations),
+        generation,
+        stats["best"],
+        stats["median"],
+        len(evaluations),
     )
     if tracker is not None:
         tracker.log(
@@ -352,7 +356,13 @@ def _write_outputs(
     limit = budget.limits().get(cost_key)
     label = f"fitness ({'' if evaluator.higher_is_better else '-'}{evaluator.metric_name})"
     pareto_plot = plot_pareto(
-        costs, fitnesses, front_i, run_dir / PARETO_PLOT, cost_key=cost_key, metric_label=label, budget=limit,
+        costs,
+        fitnesses,
+        front_i,
+        run_dir / PARETO_PLOT,
+        cost_key=cost_key,
+        metric_label=label,
+        budget=limit,
         best=best_i,
     )
     curve_plot = plot_curve(state["generations"], run_dir / CURVE_PLOT, metric_label=label)

@@ -9,16 +9,16 @@ Weights are the supernet's tensors, prefix-sliced to the target model's shapes.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
-from metanas._io import atomic_dir
+from metanas._io import atomic_dir, atomic_write_json
 from metanas.space import ArchConfig
 from metanas.supernet.families import ROBERTA_POSITION_TYPES
 from metanas.supernet.model import ElasticBert
@@ -164,7 +164,7 @@ def export(
             "vanilla": not isinstance(model.config, MetanasBertConfig),
             **(extra_info or {}),
         }
-        (tmp / ARCH_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        atomic_write_json(info, tmp / ARCH_FILE)
     return out
 
 

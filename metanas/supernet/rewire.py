@@ -23,9 +23,7 @@ if TYPE_CHECKING:  # the supernet calls rewire(); rewire only needs its attribut
 
 
 @torch.no_grad()
-def unit_importance(
-    sn: ElasticBert, batch: dict[str, torch.Tensor]
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def unit_importance(sn: ElasticBert, batch: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per-layer head and FFN-neuron importance of the largest arch on `batch`."""
     arch = sn.space.largest()
     d = sn.space.head_dim

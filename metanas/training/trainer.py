@@ -198,7 +198,9 @@ class SupernetTrainer:
         if resume and not self.ckpt_path.is_file():
             raise FileNotFoundError(f"cannot resume: {str(self.ckpt_path)!r} does not exist")
         if not resume and self.ckpt_path.is_file():
-            raise ValueError(f"{str(self.run_dir)!r} already holds a checkpoint; pass --resume or choose another run dir")
+            raise ValueError(
+                f"{str(self.run_dir)!r} already holds a checkpoint; pass --resume or choose another run dir"
+            )
         t = recipe.training
         self.accelerator = Accelerator(
             cpu=_cpu_distributed(),
@@ -294,7 +296,9 @@ class SupernetTrainer:
         if changed:
             logger.warning("resuming with a recipe that differs from the checkpoint's in: %s", ", ".join(changed))
         s = self.state
-        logger.info("resumed from %s at step %d (epoch %d, batch %d)", self.ckpt_path, s.step, s.epoch, s.batch_in_epoch)
+        logger.info(
+            "resumed from %s at step %d (epoch %d, batch %d)", self.ckpt_path, s.step, s.epoch, s.batch_in_epoch
+        )
 
     # ----- pieces of the loop ------------------------------------------------
     def evaluate(self) -> dict[str, float] | None:
@@ -487,7 +491,11 @@ class SupernetTrainer:
         }
         if self.is_main:
             tracker.summary(
-                {f"{when}/{metric}/{role}": v for when in ("before", "after") for role, v in (summary[when] or {}).items()}
+                {
+                    f"{when}/{metric}/{role}": v
+                    for when in ("before", "after")
+                    for role, v in (summary[when] or {}).items()
+                }
             )
             save_trained_supernet(
                 self.run_dir / SUPERNET_FILE,
@@ -513,4 +521,3 @@ def train_supernet(recipe: Recipe, run_dir: str | os.PathLike | None = None, res
     Ctrl-C saves a checkpoint at the next step boundary and raises `TrainingInterrupted`.
     """
     return SupernetTrainer(recipe, run_dir, resume).run()
-

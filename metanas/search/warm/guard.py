@@ -27,7 +27,6 @@ def kendall(scores: Sequence[float] | np.ndarray, fitness: Sequence[float] | np.
     return 0.0 if np.isnan(tau) else float(tau)
 
 
-
 class TransferGuard:
     """Watches the ranking quality of the predictor a search relies on, and falls back when it fails.
 
