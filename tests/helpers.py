@@ -1,11 +1,23 @@
-"""Shared test helpers that need no network access."""
+"""Shared test helpers that need no network access.
+
+transformers is imported only where it is used: the kill-and-resume worker of
+`test_search.py` imports this module for `child_env` and should start fast.
+"""
 
 from __future__ import annotations
 
+import os
 import string
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from transformers import BertTokenizerFast
+if TYPE_CHECKING:
+    from transformers import BertTokenizerFast
+
+REPO = Path(__file__).resolve().parents[1]
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -38,6 +50,8 @@ def tiny_tokenizer(tmp_dir: Path) -> BertTokenizerFast:
     Loaded with ``from_pretrained(dir)`` because transformers 5 ignores ``vocab_file=`` in the
     constructor and would silently build a 5-token tokenizer.
     """
+    from transformers import BertTokenizerFast
+
     pieces = list(string.ascii_lowercase) + list(string.digits) + list(string.punctuation)
     suffixes = ["##" + c for c in string.ascii_lowercase + string.digits]
     vocab = list(dict.fromkeys(SPECIAL_TOKENS + pieces + suffixes + _WORDS))
@@ -72,3 +86,50 @@ def tiny_teacher_dir(tmp_dir: Path, layers: int = 3, seed: int = 0, max_position
     BertModel(config).save_pretrained(str(tmp_dir))
     tokenizer.save_pretrained(str(tmp_dir))
     return tmp_dir
+
+
+# --------------------------------------------------------------------------- child processes
+
+
+def child_env(hf_datasets_cache: Path | None = None, history: Path | None = None) -> dict[str, str]:
+    """The environment of a `python -m metanas` (or other test) child process.
+
+    Offline (hub, datasets, W&B), one OpenMP thread, no tokenizer worker threads, and the
+    repository root on PYTHONPATH; optionally its own datasets cache and history database.
+    """
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "PYTHONPATH": str(REPO),
+    }
+    if hf_datasets_cache is not None:
+        env["HF_DATASETS_CACHE"] = str(hf_datasets_cache)
+    if history is not None:
+        env["METANAS_HISTORY"] = str(history)
+    return env
+
+
+def wait_until(
+    condition: Callable[[], object],
+    proc: subprocess.Popen,
+    timeout: float = 180,
+    what: str = "the condition held",
+    interval: float = 0.02,
+) -> None:
+    """Poll `condition` until it is true; fail if `proc` ends first or `timeout` seconds pass.
+
+    The failure message names `what` was awaited and, when the process's stderr is a pipe,
+    ends with its last lines.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            err = proc.stderr.read()[-3000:] if proc.stderr is not None else ""
+            raise AssertionError(f"process ended (exit code {proc.returncode}) before {what}:\n{err}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f}s: {what}")
+        time.sleep(interval)

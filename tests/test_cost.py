@@ -177,9 +177,13 @@ def test_cpu_clock_ignores_time_the_thread_does_not_run():
 
 def test_measure_arch_latency_on_a_tiny_supernet():
     sn = metanas.ElasticBert.from_teacher(tiny_teacher("bert"))
-    before = torch.get_num_threads()
-    s = measure_arch_latency(sn, sn.space.largest(), batch_size=2, seq_len=16, threads=1, warmup=2, runs=5)
-    assert torch.get_num_threads() == before
+    before = torch.get_num_threads()  # 1 (conftest.py); start from 2 so that restoring the count shows
+    torch.set_num_threads(2)
+    try:
+        s = measure_arch_latency(sn, sn.space.largest(), batch_size=2, seq_len=16, threads=1, warmup=2, runs=5)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
     assert len(s.timings_ms) == 5 and all(0 < t < 5000 for t in s.timings_ms)
     assert 0 < s.mean_ms <= s.p90_ms
     cpu = measure_arch_latency(

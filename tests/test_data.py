@@ -10,18 +10,15 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from helpers import tiny_tokenizer
+from transformers import AutoConfig, BertConfig
 
-import datasets  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from helpers import tiny_tokenizer  # noqa: E402
-from transformers import AutoConfig, BertConfig  # noqa: E402
-
-from metanas.data import (  # noqa: E402
+from metanas.data import (
     Collator,
     DataBundle,
     DataConfig,
@@ -33,7 +30,7 @@ from metanas.data import (  # noqa: E402
     tokenize_dataset,
     train_validation_split,
 )
-from metanas.data.corpus import MIN_DOC_CHARS, _collect_stdlib_docstrings  # noqa: E402
+from metanas.data.corpus import MIN_DOC_CHARS, _collect_stdlib_docstrings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,6 +84,7 @@ def test_builtin_corpus_is_large_clean_deduplicated_and_sorted():
     assert modules.count("encodings") < 10
 
 
+@pytest.mark.slow
 def test_builtin_corpus_is_deterministic_across_calls_and_processes():
     expected = [(t, m) for t, m in zip(builtin_corpus()["text"], builtin_corpus()["module"], strict=True)]
     assert _collect_stdlib_docstrings() == expected  # a fresh collection, not the cache

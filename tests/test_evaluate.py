@@ -15,15 +15,6 @@ from metanas.space import ArchConfig
 from metanas.supernet.model import ElasticBert
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run fastest on one thread; several thrash on a shared CPU."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def random_batches(n: int, seed: int = 0, size: int = 8, seq: int = 16) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     out = []

@@ -42,6 +42,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 def test_export_round_trip_in_fresh_process(tmp_path):
     """Vanilla and custom exports reload with AutoModel in a process where metanas is absent."""
     tok = tiny_tokenizer(tmp_path / "tok")
@@ -68,7 +69,11 @@ def test_export_round_trip_in_fresh_process(tmp_path):
     env["HF_HUB_OFFLINE"] = "1"
     proc = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "out.pt"), *expected],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = torch.load(tmp_path / "out.pt")
@@ -86,9 +91,7 @@ def test_param_formula_equals_numel_for_random_archs(kind):
         arch = sn.space.sample(rng)
         model = build_subnet_model(sn, arch)
         assert sum(p.numel() for p in model.parameters()) == sn.space.params(arch), arch
-        embeddings = sum(
-            m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding)
-        )
+        embeddings = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
         assert sn.space.params(arch, embeddings=False) == sn.space.params(arch) - embeddings
 
 

@@ -176,6 +176,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_processes_write_concurrently_without_losing_rows(tmp_path):
     path = tmp_path / "shared.db"
     go = tmp_path / "go"

@@ -16,10 +16,10 @@ from transformers import BertConfig
 from metanas import ArchConfig, SearchSpace
 from metanas.meta.anchors import anchor_archs
 from metanas.meta.encoding import (
-    feature_dim,
     arch_feature_matrix,
     arch_features,
     copula_normalize,
+    feature_dim,
     normalize_anchor_scores,
     task_embedding,
     task_embedding_dim,
@@ -36,18 +36,6 @@ BASE = SearchSpace.from_teacher_config(
 )
 SPACES = {MINI.signature(): MINI, BASE.signature(): BASE}
 K = 16
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small matmuls only get slower with threads on a 2-core machine, and one thread keeps numbers reproducible.
-
-    Module-scoped so it is in place before the module-scoped training fixtures run.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -254,6 +242,7 @@ def kendalltau_of(scores: np.ndarray, y: np.ndarray) -> float:
     return mean_tau(scores, y, np.zeros(len(y)))
 
 
+@pytest.mark.slow
 def test_adapt_recovers_from_misleading_sources_and_keeps_a_good_prior(family, anchors):
     source, target, predictor = family
     data = build_training_set(source, SPACES, anchors)

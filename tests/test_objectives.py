@@ -30,15 +30,6 @@ SPECIALS = [PAD, CLS, SEP, MASK]
 VOCAB = 40
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run fastest on one thread; several thrash on a shared CPU."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def tiny_supernet(seed: int = 0, dropout: float = 0.1) -> ElasticBert:
     torch.manual_seed(seed)
     config = BertConfig(

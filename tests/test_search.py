@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import signal
 import statistics
@@ -17,11 +16,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import torch
+from helpers import child_env, wait_until
+from synthetic import MINILM, drive, minilm_space, synthetic_evaluator, trained_tiny_evaluator
 
 from metanas.cost import Budget, CostModel
 from metanas.evaluate import Evaluator
@@ -42,32 +41,7 @@ from metanas.search.runner import RESULT_FILE, STATE_FILE, run_search
 from metanas.space import ArchConfig, SearchSpace
 from metanas.tracking import Tracker, read_metrics
 
-# all-MiniLM-L6-v2's config (the space the demo searches), without importing transformers:
-# the kill-and-resume worker starts faster.
-MINILM = SimpleNamespace(
-    model_type="bert",
-    vocab_size=30522,
-    hidden_size=384,
-    num_hidden_layers=6,
-    num_attention_heads=12,
-    intermediate_size=1536,
-    max_position_embeddings=512,
-    type_vocab_size=2,
-)
 SEEDS = range(7)
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run fastest on one thread; several thrash on a shared CPU."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-def minilm_space() -> SearchSpace:
-    return SearchSpace.from_teacher_config(MINILM)
 
 
 def synthetic_loss(arch: ArchConfig) -> float:
@@ -77,42 +51,6 @@ def synthetic_loss(arch: ArchConfig) -> float:
     for i, (h, f) in enumerate(zip(arch.heads, arch.ffn)):
         gain += (1.0 - 0.1 * i) * math.log(h) + (0.5 + 0.1 * i) * math.log(f / 96)
     return 60.0 - gain
-
-
-class SyntheticObjective:
-    """Stands in for an `Objective`: the synthetic loss of the arch, ignoring supernet and batches.
-
-    `hang_at`: the n-th evaluation blocks (the kill-and-resume worker is killed there).
-    """
-
-    metric_name = "synthetic_loss"
-    higher_is_better = False
-
-    def __init__(self, hang_at: int = 0) -> None:
-        self.calls = 0
-        self.hang_at = hang_at
-
-    def evaluate(self, sn: Any, arch: ArchConfig, batches: list[dict]) -> float:
-        self.calls += 1
-        if self.calls == self.hang_at:
-            time.sleep(600)
-        return synthetic_loss(arch)
-
-
-def synthetic_evaluator(hang_at: int = 0) -> Evaluator:
-    return Evaluator(None, SyntheticObjective(hang_at), [{}])
-
-
-def drive(strategy: Strategy, fitness: Any, costs: Any = None) -> list[ArchConfig]:
-    """Run a strategy to the end; return every arch it asked for, in order."""
-    asked: list[ArchConfig] = []
-    while not strategy.done:
-        archs = strategy.ask()
-        if not archs:
-            break
-        asked.extend(archs)
-        strategy.tell(archs, [fitness(a) for a in archs], None if costs is None else [costs(a) for a in archs])
-    return asked
 
 
 def budgeted(space: SearchSpace, **limits: Any) -> tuple[CostModel, Budget]:
@@ -159,9 +97,7 @@ def test_strategies_are_deterministic_and_resume_from_json_state() -> None:
         return cm.feasible(arch, budget)
 
     def make(name: str, seed: int) -> Strategy:
-        options = {"random": {"num_samples": 60, "batch_size": 10}}.get(
-            name, {"population_size": 10, "generations": 6}
-        )
+        options = {"random": {"num_samples": 60, "batch_size": 10}}.get(name, {"population_size": 10, "generations": 6})
         return make_strategy(name, space, feasible, seed, **options)
 
     for name in ("random", "evolution", "nsga2"):
@@ -253,12 +189,20 @@ def test_run_search_outputs_history_and_tracking(tmp_path: Path) -> None:
     space = minilm_space()
     cm = CostModel(space, seq_len=128)
     history = HistoryStore(tmp_path / "history.db")
-    ev = synthetic_evaluator()
+    ev = synthetic_evaluator(synthetic_loss)
     with Tracker(tmp_path / "run", use_wandb=False) as tracker:
         result = run_search(
-            ev, space, cm, {"non_embedding_params": "40%"}, "evolution",
+            ev,
+            space,
+            cm,
+            {"non_embedding_params": "40%"},
+            "evolution",
             {"population_size": 8, "generations": 3, "parents": 3},
-            tmp_path / "run", history=history, task_id="synthetic", seed=0, tracker=tracker,
+            tmp_path / "run",
+            history=history,
+            task_id="synthetic",
+            seed=0,
+            tracker=tracker,
             task_meta={"kind": "synthetic"},
         )
     report = json.loads((tmp_path / "run" / RESULT_FILE).read_text())
@@ -293,43 +237,82 @@ def test_run_search_outputs_history_and_tracking(tmp_path: Path) -> None:
 
     # Running a finished search again evaluates nothing and records nothing.
     again = run_search(
-        synthetic_evaluator(), space, cm, {"non_embedding_params": "40%"}, "evolution",
-        {"population_size": 8, "generations": 3, "parents": 3}, tmp_path / "run", history=history,
-        task_id="synthetic", seed=0,
+        synthetic_evaluator(synthetic_loss),
+        space,
+        cm,
+        {"non_embedding_params": "40%"},
+        "evolution",
+        {"population_size": 8, "generations": 3, "parents": 3},
+        tmp_path / "run",
+        history=history,
+        task_id="synthetic",
+        seed=0,
     )
     assert again.best_arch == result.best_arch and len(history.records(run_id=result.run_id)) == 24
     with pytest.raises(ValueError, match="different search.*options"):
-        run_search(ev, space, cm, {"non_embedding_params": "40%"}, "evolution", {"population_size": 9},
-                   tmp_path / "run", task_id="synthetic")
+        run_search(
+            ev,
+            space,
+            cm,
+            {"non_embedding_params": "40%"},
+            "evolution",
+            {"population_size": 9},
+            tmp_path / "run",
+            task_id="synthetic",
+        )
 
 
 def test_run_search_multi_objective(tmp_path: Path) -> None:
     space = minilm_space()
     cm = CostModel(space, seq_len=128)
     result = run_search(
-        synthetic_evaluator(), space, cm, Budget(params="70%"), "nsga2", {"population_size": 10, "generations": 3},
-        tmp_path, seed=1, objectives=("fitness", "params"),
+        synthetic_evaluator(synthetic_loss),
+        space,
+        cm,
+        Budget(params="70%"),
+        "nsga2",
+        {"population_size": 10, "generations": 3},
+        tmp_path,
+        seed=1,
+        objectives=("fitness", "params"),
     )
     points = [(e["fitness"], -e["costs"]["params"]) for e in result.pareto_front]
     assert result.cost_key == "params" and len(points) >= 3 and result.num_evaluations == 30
     assert not any(dominates(p, q) for p in points for q in points)
     with pytest.raises(ValueError, match="needs strategy 'nsga2'"):
-        run_search(synthetic_evaluator(), space, cm, {}, "evolution", None, tmp_path / "x",
-                   objectives=("fitness", "params"))
+        run_search(
+            synthetic_evaluator(synthetic_loss),
+            space,
+            cm,
+            {},
+            "evolution",
+            None,
+            tmp_path / "x",
+            objectives=("fitness", "params"),
+        )
     with pytest.raises(ValueError, match="needs two objectives"):
-        run_search(synthetic_evaluator(), space, cm, {}, "nsga2", None, tmp_path / "y")
+        run_search(synthetic_evaluator(synthetic_loss), space, cm, {}, "nsga2", None, tmp_path / "y")
     with pytest.raises(ValueError, match="no 'latency_ms'"):
-        run_search(synthetic_evaluator(), space, cm, {}, "nsga2", None, tmp_path / "z",
-                   objectives=("fitness", "latency_ms"))
+        run_search(
+            synthetic_evaluator(synthetic_loss),
+            space,
+            cm,
+            {},
+            "nsga2",
+            None,
+            tmp_path / "z",
+            objectives=("fitness", "latency_ms"),
+        )
 
 
 def test_infeasible_budget_raises_before_any_evaluation(tmp_path: Path) -> None:
     space = minilm_space()
-    ev = synthetic_evaluator()
+    ev = synthetic_evaluator(synthetic_loss)
     history = HistoryStore(tmp_path / "history.db")
     with pytest.raises(ValueError, match="infeasible budget: params"):
-        run_search(ev, space, CostModel(space), {"params": 1_000_000}, "evolution", None, tmp_path / "run",
-                   history=history)
+        run_search(
+            ev, space, CostModel(space), {"params": 1_000_000}, "evolution", None, tmp_path / "run", history=history
+        )
     assert ev.num_evaluations == 0 and ev.objective.calls == 0
     assert not (tmp_path / "run" / STATE_FILE).exists() and history.records() == [] and history.runs() == []
 
@@ -344,18 +327,24 @@ def resume_worker(run_dir: str, db: str, hang_at: int = 0) -> None:
     """One search process of the kill-and-resume test (also run in-process for the reference)."""
     space = minilm_space()
     run_search(
-        synthetic_evaluator(hang_at), space, CostModel(space), RESUME_BUDGET, "evolution", RESUME_OPTIONS,
-        run_dir, history=HistoryStore(db), task_id="resume", seed=3,
+        synthetic_evaluator(synthetic_loss, hang_at=hang_at),
+        space,
+        CostModel(space),
+        RESUME_BUDGET,
+        "evolution",
+        RESUME_OPTIONS,
+        run_dir,
+        history=HistoryStore(db),
+        task_id="resume",
+        seed=3,
     )
 
 
 def spawn_worker(run_dir: Path, db: Path, hang_at: int = 0) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, __file__, str(run_dir), str(db), str(hang_at)],
-        env={**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"},
-    )
+    return subprocess.Popen([sys.executable, __file__, str(run_dir), str(db), str(hang_at)], env=child_env())
 
 
+@pytest.mark.slow
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     resume_worker(str(tmp_path / "ref"), str(tmp_path / "ref.db"))
     ref_state = json.loads((tmp_path / "ref" / STATE_FILE).read_text())
@@ -368,14 +357,20 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     proc = spawn_worker(run_dir, db, hang_at=11)
     try:
         state_path, deadline = run_dir / STATE_FILE, time.monotonic() + 90
-        while not (state_path.exists() and json.loads(state_path.read_text())["generations"]):
-            assert proc.poll() is None and time.monotonic() < deadline, "the worker ended or stalled"
-            time.sleep(0.05)
+
+        def checkpointed() -> bool:
+            return state_path.exists() and bool(json.loads(state_path.read_text())["generations"])
+
+        wait_until(checkpointed, proc, 90, "the worker checkpointed generation 0", interval=0.05)
         run_id = json.loads(state_path.read_text())["run_id"]
         store = HistoryStore(db)
-        while len(store.records(run_id=run_id)) < 10:
-            assert proc.poll() is None and time.monotonic() < deadline, "the worker ended or stalled"
-            time.sleep(0.05)
+        wait_until(
+            lambda: len(store.records(run_id=run_id)) >= 10,
+            proc,
+            deadline - time.monotonic(),
+            "the worker recorded 10 evaluations",
+            interval=0.05,
+        )
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
     finally:
@@ -403,36 +398,13 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- a trained tiny supernet
 
 
-def token_batch(seed: int, size: int = 16, seq: int = 24) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, 120, (size, seq), generator=g)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
-
-
 @pytest.fixture(scope="module")
 def trained_evaluator() -> Evaluator:
     """A tiny BERT supernet after 40 sandwich steps of KD, scored on one fixed validation batch."""
-    from tiny_models import tiny_teacher
-
-    from metanas.objectives import build_objective
-    from metanas.supernet.model import ElasticBert
-    from metanas.training.schedule import step_archs
-
-    torch.set_num_threads(1)
-    sn = ElasticBert.from_teacher(tiny_teacher("bert", initializer_range=0.2))
-    objective = build_objective("kd", sn)
-    optimizer = torch.optim.AdamW([*sn.parameters(), *objective.parameters()], lr=1e-3)
-    sn.train()
-    for step in range(40):
-        batch = token_batch(step)
-        context = objective.prepare(sn, batch)
-        for _, arch in step_archs(sn.space, "sandwich", 0, step, 2):
-            objective.loss(sn, batch, arch, context)[0].backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return Evaluator(sn.eval(), objective, [token_batch(1000)])
+    return trained_tiny_evaluator(40)
 
 
+@pytest.mark.slow
 def test_evolution_beats_random_on_a_trained_supernet(trained_evaluator: Evaluator) -> None:
     ev = trained_evaluator
     space = ev.sn.space

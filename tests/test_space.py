@@ -34,8 +34,7 @@ def test_overrides_and_unknown_override():
 
 
 def test_size_counts_distinct_archs():
-    space = minilm_like_space(depth_choices=(1, 2), hidden_choices=(192, 384), head_choices=(6, 12),
-                              ffn_choices=(768,))
+    space = minilm_like_space(depth_choices=(1, 2), hidden_choices=(192, 384), head_choices=(6, 12), ffn_choices=(768,))
     seen = {space.sample(random.Random(i)) for i in range(2000)}
     assert space.size() == 2 * (2 + 4) == len(seen)
 

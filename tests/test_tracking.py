@@ -68,6 +68,7 @@ def test_resumed_tracker_appends_and_non_main_ranks_write_nothing(tmp_path):
     assert not (tmp_path / "other").exists()
 
 
+@pytest.mark.slow  # starts the wandb-core service process: seconds when no other test started it
 def test_wandb_offline_run_lives_in_the_run_dir(no_wandb_credentials, tmp_path):
     run_dir = tmp_path / "run"
     with Tracker(run_dir, config={"training": {"steps": 3}}, project="metanas-test", name="t", tags=["ci"]) as t:

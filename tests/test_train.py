@@ -9,34 +9,27 @@ the builtin corpus. Multi-process tests launch real subprocesses (`python -m met
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("WANDB_MODE", "offline")
+import pytest
+import torch
+import yaml
+from helpers import child_env, tiny_teacher_dir, wait_until
+from transformers import AutoTokenizer
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from helpers import tiny_teacher_dir  # noqa: E402
-from transformers import AutoTokenizer  # noqa: E402
+from metanas.cli import main
+from metanas.config import Recipe
+from metanas.space import SearchSpace
+from metanas.tracking import read_metrics
+from metanas.training import CHECKPOINT_FILE, SUPERNET_FILE, load_trained_supernet, train_supernet
+from metanas.training.checkpoint import Checkpoint
+from metanas.training.schedule import EpochOrder, eval_archs, lr_multiplier, param_groups, step_archs
+from metanas.training.trainer import SupernetWithObjective
 
-from metanas.cli import main  # noqa: E402
-from metanas.config import Recipe  # noqa: E402
-from metanas.space import SearchSpace  # noqa: E402
-from metanas.tracking import read_metrics  # noqa: E402
-from metanas.training import CHECKPOINT_FILE, SUPERNET_FILE, load_trained_supernet, train_supernet  # noqa: E402
-from metanas.training.checkpoint import Checkpoint  # noqa: E402
-from metanas.training.schedule import EpochOrder, eval_archs, lr_multiplier, param_groups, step_archs  # noqa: E402
-from metanas.training.trainer import SupernetWithObjective  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 # Exact-resume recipe: MLM (its own masking RNG), dropout, sandwich with random subnets,
 # in-place distillation, gradient accumulation, cosine warmup, periodic evaluation, and
 # enough steps to cross an epoch boundary of the shuffled data.
@@ -60,15 +53,6 @@ def teacher(tmp_path_factory) -> Path:
     return tiny_teacher_dir(tmp_path_factory.mktemp("teacher"))
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run fastest on one thread; several thrash on a shared CPU."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def recipe_dict(teacher: Path, objective: str = "kd", **training) -> dict:
     return {
         "teacher": {"path": str(teacher)},
@@ -84,39 +68,20 @@ def write_recipe(path: Path, data: dict) -> Path:
     return path
 
 
-def subprocess_env(tmp: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "HF_DATASETS_CACHE": str(tmp / "hf-cache"),
-        "WANDB_MODE": "offline",
-        "PYTHONPATH": str(REPO),
-    }
-
-
 def cli(recipe: Path, run_dir: Path, *extra: str, tmp: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "metanas", "train-supernet", str(recipe), "--run-dir", str(run_dir), "--no-wandb"]
     return subprocess.Popen(
-        [*cmd, *extra], env=subprocess_env(tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*cmd, *extra],
+        env=child_env(hf_datasets_cache=tmp / "hf-cache"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str]:
     _, err = proc.communicate(timeout=timeout)
     return proc.returncode, err
-
-
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"process ended before {path.name} appeared:\n{proc.stderr.read()[-3000:]}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} did not appear within {timeout}s")
-        time.sleep(0.02)
 
 
 def supernet_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -215,6 +180,7 @@ def test_epoch_order_shards_ranks_and_regenerates_each_epoch():
 # --------------------------------------------------------------------------- in-process training
 
 
+@pytest.mark.slow
 def test_training_loop_runs_the_archs_of_the_sampling_rule(teacher, tmp_path, monkeypatch):
     seen = []
     original = SupernetWithObjective.forward
@@ -235,6 +201,7 @@ def test_training_loop_runs_the_archs_of_the_sampling_rule(teacher, tmp_path, mo
         assert {k for k in logged if k.startswith("loss/")} == roles
 
 
+@pytest.mark.slow
 def test_train_writes_summary_metrics_and_a_loadable_supernet(teacher, tmp_path):
     recipe = Recipe.from_dict(recipe_dict(teacher, steps=12, lr=0.003, eval_every=6, checkpoint_every=5))
     result = train_supernet(recipe, tmp_path / "run")
@@ -271,6 +238,7 @@ def test_train_writes_summary_metrics_and_a_loadable_supernet(teacher, tmp_path)
     assert len(tokenizer) == trained.supernet.space.vocab_size
 
 
+@pytest.mark.slow
 def test_bf16_uniform_sampling_and_space_overrides_train(teacher, tmp_path):
     data = recipe_dict(teacher, "mlm", steps=4, bf16=True, sampling="uniform", eval_every=0)
     data["space"] = {"depth_choices": [2, 3], "hidden_choices": [16, 32]}
@@ -308,6 +276,7 @@ def test_unknown_objective_option_names_the_allowed_ones(teacher, tmp_path):
         train_supernet(Recipe.from_dict(data), tmp_path / "opt")
 
 
+@pytest.mark.slow
 def test_resume_needs_a_checkpoint_and_a_checkpoint_needs_resume(teacher, tmp_path):
     recipe = Recipe.from_dict(recipe_dict(teacher, steps=1, eval_every=0))
     with pytest.raises(FileNotFoundError, match="cannot resume"):
@@ -360,22 +329,20 @@ def interrupted_runs(teacher, tmp_path_factory):
     procs = {name: cli(recipe, dirs[name], tmp=tmp) for name in ("killed", "interrupted")}
     out = {}
     for name, sig in (("killed", signal.SIGKILL), ("interrupted", signal.SIGINT)):
-        wait_for(dirs[name] / CHECKPOINT_FILE, procs[name])  # the first periodic checkpoint
+        checkpoint = dirs[name] / CHECKPOINT_FILE  # the first periodic checkpoint
+        wait_until(checkpoint.exists, procs[name], 180, f"{checkpoint} appeared")
         procs[name].send_signal(sig)
     for name, proc in procs.items():
         out[name] = finish(proc)
         out[f"{name}_step"] = Checkpoint.load(dirs[name] / CHECKPOINT_FILE).state.step
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the subprocesses (module fixtures run before `single_thread`)
-    try:
-        out["killed_resumed"] = main(["train-supernet", str(recipe), "--run-dir", str(dirs["killed"]), "--resume"])
-        out["interrupted_resumed"] = train_supernet(Recipe.from_dict(data), dirs["interrupted"], resume=True).steps
-        train_supernet(Recipe.from_dict(data), dirs["reference"])
-    finally:
-        torch.set_num_threads(threads)
+    # In-process on one thread, as in the subprocesses (the session fixture of conftest.py).
+    out["killed_resumed"] = main(["train-supernet", str(recipe), "--run-dir", str(dirs["killed"]), "--resume"])
+    out["interrupted_resumed"] = train_supernet(Recipe.from_dict(data), dirs["interrupted"], resume=True).steps
+    train_supernet(Recipe.from_dict(data), dirs["reference"])
     return dirs, out
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(interrupted_runs):
     dirs, out = interrupted_runs
     assert out["killed"][0] == -signal.SIGKILL  # killed mid-run, not finished
@@ -388,6 +355,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(interrupted_runs):
     assert got["tokens_seen"] == ref["tokens_seen"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_resumes_exactly(interrupted_runs):
     dirs, out = interrupted_runs
     code, err = out["interrupted"]
@@ -411,6 +379,7 @@ torch.save({"world": dist.get_world_size(), "state": state}, f"{sys.argv[2]}/ran
 """
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu_keeps_ranks_identical_and_learns(teacher, tmp_path):
     driver = tmp_path / "driver.py"
     driver.write_text(DDP_DRIVER, encoding="utf-8")
@@ -427,7 +396,9 @@ def test_two_process_ddp_on_cpu_keeps_ranks_identical_and_learns(teacher, tmp_pa
         str(recipe),
         str(run_dir),
     ]
-    proc = subprocess.run(cmd, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        cmd, env=child_env(hf_datasets_cache=tmp_path / "hf-cache"), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     ranks = [torch.load(run_dir / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert ranks[0]["world"] == ranks[1]["world"] == 2

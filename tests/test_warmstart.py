@@ -13,52 +13,32 @@ import logging
 import math
 import random
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from synthetic import drive, minilm_space, synthetic_evaluator, trained_tiny_evaluator
 
 from metanas.cost import Budget, CostModel
 from metanas.evaluate import Evaluator
 from metanas.meta.anchors import anchor_archs
-from metanas.meta.history import EvalRecord, HistoryStore
 from metanas.meta.choice import PREDICTOR_ENV_VAR, resolve_warm_start
+from metanas.meta.history import EvalRecord, HistoryStore
 from metanas.meta.metatrain import anchor_subset_variants, meta_train, variant_task
-from metanas.search import Evolution, WarmStartEvolution, make_strategy
-from metanas.search.warm import TransferGuard, diverse_top, source_tasks, task_similarity, transferred_incumbents
+from metanas.search import Evolution, WarmStartEvolution
 from metanas.search.runner import RESULT_FILE, STATE_FILE, run_search
+from metanas.search.warm import TransferGuard, diverse_top, source_tasks, task_similarity, transferred_incumbents
 from metanas.space import ArchConfig, SearchSpace
 from metanas.tracking import Tracker, read_metrics
 
-MINILM = SimpleNamespace(
-    model_type="bert",
-    vocab_size=30522,
-    hidden_size=384,
-    num_hidden_layers=6,
-    num_attention_heads=12,
-    intermediate_size=1536,
-    max_position_embeddings=512,
-    type_vocab_size=2,
-)
-SPACE = SearchSpace.from_teacher_config(MINILM)
+SPACE = minilm_space()
 BUDGET = {"non_embedding_params": "40%"}
 # Task latents: the target sits among the sources, so transfer should help.
 SOURCES = {"src0": (0.8, -0.6), "src1": (0.6, -0.9), "src2": (-0.7, 0.8), "src3": (0.9, -0.3), "src4": (-0.2, 0.1)}
 TARGET = (0.7, -0.5)
 SEARCH = {"population_size": 12, "generations": 4, "parents": 4, "pool_size": 400, "candidate_factor": 6}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models and MLPs run fastest on one thread on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def synthetic_fitness(space: SearchSpace, arch: ArchConfig, z: tuple[float, float]) -> float:
@@ -121,19 +101,6 @@ def predictors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def feasibility(space: SearchSpace) -> tuple[CostModel, Budget]:
     cm = CostModel(space, seq_len=128)
     return cm, cm.check_feasible(Budget(**BUDGET))
-
-
-def drive(strategy: Any, fitness: Any) -> list[float]:
-    """Run a strategy to the end; fitness of every evaluation in order."""
-    trace: list[float] = []
-    while not strategy.done:
-        archs = strategy.ask()
-        if not archs:
-            break
-        values = [fitness(a) for a in archs]
-        trace.extend(values)
-        strategy.tell(archs, values)
-    return trace
 
 
 def cold_evolution(seed: int) -> Evolution:
@@ -217,6 +184,7 @@ def test_incumbents_similarity_variants_and_diversity() -> None:
     assert diverse_top(np.array([4.0, 3.0, 2.0, 1.0]), feats, 4, 5.0) == [0, 1, 2, 3]  # the rule never shrinks
 
 
+@pytest.mark.slow
 def test_warm_start_beats_cold_and_the_guard_falls_back_on_shuffled_sources(predictors: dict[str, Any]) -> None:
     cm, budget = feasibility(SPACE)
     sources = [r for recs in predictors["records"].values() for r in recs]
@@ -227,9 +195,9 @@ def test_warm_start_beats_cold_and_the_guard_falls_back_on_shuffled_sources(pred
 
     early = {"warm": [], "cold": []}
     for seed in range(3):
-        trace = drive(warm(SPACE, seed, str(predictors["good"]), sources), fitness)
+        trace = [fitness(a) for a in drive(warm(SPACE, seed, str(predictors["good"]), sources), fitness)]
         early["warm"].append(max(trace[:30]))
-        early["cold"].append(max(drive(cold_evolution(seed), fitness)[:30]))
+        early["cold"].append(max([fitness(a) for a in drive(cold_evolution(seed), fitness)][:30]))
 
         bad = warm(SPACE, seed, str(predictors["shuffled"]), shuffled)
         drive(bad, fitness)
@@ -254,13 +222,21 @@ def test_auto_without_a_default_is_plain_evolution(tmp_path: Path, monkeypatch: 
 
     assert drive(strategy, fitness) == drive(plain, fitness)  # the same proposals, seed for seed
 
-    result = run_search(synthetic_evaluator(), SPACE, CostModel(SPACE), BUDGET, "warm_evolution",
-                        {"population_size": 6, "generations": 2, "parents": 2}, tmp_path / "run")
+    result = run_search(
+        target_evaluator(),
+        SPACE,
+        CostModel(SPACE),
+        BUDGET,
+        "warm_evolution",
+        {"population_size": 6, "generations": 2, "parents": 2},
+        tmp_path / "run",
+    )
     report = json.loads((tmp_path / "run" / RESULT_FILE).read_text())
     assert report["transfer"][0]["mode"] == "evolution" and "no default predictor" in report["transfer"][0]["message"]
     assert result.num_evaluations == 12 and {e["origin"] for e in report["pareto_front"]} <= {"random", "evolved"}
 
 
+@pytest.mark.slow
 def test_damaged_or_incompatible_predictor_files(
     predictors: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
@@ -293,28 +269,14 @@ def test_damaged_or_incompatible_predictor_files(
 # --------------------------------------------------------------------------- through the runner
 
 
-class SyntheticObjective:
-    """Stands in for an `Objective`: the synthetic loss of the arch on the target task.
-
-    `interrupt_at`: the n-th evaluation raises KeyboardInterrupt (Ctrl-C in the middle of a generation).
-    """
-
-    metric_name = "kd_loss"
-    higher_is_better = False
-
-    def __init__(self, interrupt_at: int = 0) -> None:
-        self.calls = 0
-        self.interrupt_at = interrupt_at
-
-    def evaluate(self, sn: Any, arch: ArchConfig, batches: list[dict]) -> float:
-        self.calls += 1
-        if self.calls == self.interrupt_at:
-            raise KeyboardInterrupt
-        return -synthetic_fitness(SPACE, arch, TARGET)
+def target_loss(arch: ArchConfig) -> float:
+    """The loss the runner minimises on the target task: minus its synthetic fitness."""
+    return -synthetic_fitness(SPACE, arch, TARGET)
 
 
-def synthetic_evaluator(interrupt_at: int = 0) -> Evaluator:
-    return Evaluator(None, SyntheticObjective(interrupt_at), [{}])
+def target_evaluator(interrupt_at: int = 0) -> Evaluator:
+    """A KD-like evaluator of the target task; the n-th evaluation raises KeyboardInterrupt when `interrupt_at`."""
+    return synthetic_evaluator(target_loss, "kd_loss", interrupt_at=interrupt_at)
 
 
 def source_history(path: Path, records: dict[str, list[EvalRecord]]) -> HistoryStore:
@@ -323,13 +285,22 @@ def source_history(path: Path, records: dict[str, list[EvalRecord]]) -> HistoryS
     return store
 
 
+@pytest.mark.slow
 def test_resume_of_a_warm_search_equals_an_uninterrupted_one(predictors: dict[str, Any], tmp_path: Path) -> None:
     options = {**SEARCH, "warm_start": str(predictors["good"])}
 
     def search(run_dir: Path, store: HistoryStore, interrupt_at: int = 0) -> Any:
         return run_search(
-            synthetic_evaluator(interrupt_at), SPACE, CostModel(SPACE), BUDGET, "warm_evolution", options,
-            run_dir, history=store, task_id="target", seed=7,
+            target_evaluator(interrupt_at),
+            SPACE,
+            CostModel(SPACE),
+            BUDGET,
+            "warm_evolution",
+            options,
+            run_dir,
+            history=store,
+            task_id="target",
+            seed=7,
         )
 
     ref_store = source_history(tmp_path / "ref.db", predictors["records"])
@@ -360,8 +331,14 @@ def test_resume_of_a_warm_search_equals_an_uninterrupted_one(predictors: dict[st
         archs = a.ask()
         a.tell(archs, [synthetic_fitness(SPACE, x, TARGET) for x in archs])
     asked = a.ask()
-    b = WarmStartEvolution(SPACE, lambda x: cm.feasible(x, budget), 3,
-                           sampler=lambda r: cm.sample_feasible(r, budget, 200), config=a.config, task_meta=a.task_meta)
+    b = WarmStartEvolution(
+        SPACE,
+        lambda x: cm.feasible(x, budget),
+        3,
+        sampler=lambda r: cm.sample_feasible(r, budget, 200),
+        config=a.config,
+        task_meta=a.task_meta,
+    )
     b.load_state_dict(json.loads(json.dumps(a.state_dict())))
     for s in (a, b):
         s.tell(asked, [synthetic_fitness(SPACE, x, TARGET) for x in asked])
@@ -370,35 +347,9 @@ def test_resume_of_a_warm_search_equals_an_uninterrupted_one(predictors: dict[st
         warm(SPACE, 3, str(predictors["shuffled"])).load_state_dict(a.state_dict())
 
 
-def tiny_trained_evaluator() -> Evaluator:
-    """A tiny BERT supernet after 30 sandwich steps of KD, scored on one fixed batch."""
-    from tiny_models import tiny_teacher
-
-    from metanas.objectives import build_objective
-    from metanas.supernet.model import ElasticBert
-    from metanas.training.schedule import step_archs
-
-    def batch(seed: int) -> dict[str, torch.Tensor]:
-        ids = torch.randint(5, 120, (16, 24), generator=torch.Generator().manual_seed(seed))
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
-
-    torch.manual_seed(0)
-    sn = ElasticBert.from_teacher(tiny_teacher("bert", initializer_range=0.2))
-    objective = build_objective("kd", sn)
-    optimizer = torch.optim.AdamW([*sn.parameters(), *objective.parameters()], lr=1e-3)
-    sn.train()
-    for step in range(30):
-        b = batch(step)
-        context = objective.prepare(sn, b)
-        for _, arch in step_archs(sn.space, "sandwich", 0, step, 2):
-            objective.loss(sn, b, arch, context)[0].backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return Evaluator(sn.eval(), objective, [batch(1000)])
-
-
+@pytest.mark.slow
 def test_warm_search_on_a_tiny_supernet_end_to_end(tmp_path: Path) -> None:
-    ev = tiny_trained_evaluator()
+    ev = trained_tiny_evaluator(30)
     space = ev.sn.space
     records = family(space, 60)
     predictor = train_predictor(records, space, tmp_path / "tiny.safetensors")
@@ -407,10 +358,24 @@ def test_warm_search_on_a_tiny_supernet_end_to_end(tmp_path: Path) -> None:
     budget = {"non_embedding_params": "50%", "seq_len": 24}
     with Tracker(tmp_path / "run", use_wandb=False) as tracker:
         result = run_search(
-            ev, space, cm, budget, "warm_evolution",
-            {"population_size": 8, "generations": 3, "parents": 3, "warm_start": str(predictor), "pool_size": 300,
-             "candidate_factor": 5},
-            tmp_path / "run", history=store, task_id="tiny-kd", seed=0, tracker=tracker,
+            ev,
+            space,
+            cm,
+            budget,
+            "warm_evolution",
+            {
+                "population_size": 8,
+                "generations": 3,
+                "parents": 3,
+                "warm_start": str(predictor),
+                "pool_size": 300,
+                "candidate_factor": 5,
+            },
+            tmp_path / "run",
+            history=store,
+            task_id="tiny-kd",
+            seed=0,
+            tracker=tracker,
         )
     rows = store.records(task_id="tiny-kd")
     absolute = cm.check_feasible(Budget(**budget))
