@@ -11,10 +11,9 @@ and space maths stay quick):
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
 
+from metanas._lazy import lazy_attributes
 from metanas.space import ArchConfig, SearchSpace
 
 try:
@@ -34,9 +33,4 @@ _LAZY = {
 }
 
 __all__ = ["ArchConfig", "SearchSpace", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'metanas' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

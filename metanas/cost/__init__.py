@@ -11,9 +11,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from metanas._lazy import lazy_attributes
 from metanas.cost.budget import BUDGET_KEYS, Budget
 
 _NAMES = {
@@ -33,9 +31,4 @@ _NAMES = {
 }
 
 __all__ = ["BUDGET_KEYS", "Budget", *sorted(_NAMES)]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _NAMES:
-        return getattr(importlib.import_module(f"metanas.cost.{_NAMES[name]}"), name)
-    raise AttributeError(f"module 'metanas.cost' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, {name: f"metanas.cost.{module}" for name, module in _NAMES.items()})

@@ -8,8 +8,7 @@ classes load on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from metanas._lazy import lazy_attributes
 
 OBJECTIVES = ("kd", "mlm", "contrastive", "task")
 
@@ -37,9 +36,4 @@ _NAMES = {
 }
 
 __all__ = ["OBJECTIVES", "OPTIONS", *sorted(_NAMES)]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _NAMES:
-        return getattr(importlib.import_module(f"metanas.objectives.{_NAMES[name]}"), name)
-    raise AttributeError(f"module 'metanas.objectives' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, {name: f"metanas.objectives.{module}" for name, module in _NAMES.items()})

@@ -11,8 +11,7 @@ Names below load on first use, so `import metanas.search.configs` stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from metanas._lazy import lazy_attributes
 
 _NAMES = {
     "Strategy": "base",
@@ -35,9 +34,4 @@ _NAMES = {
 }
 
 __all__ = sorted(_NAMES)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _NAMES:
-        return getattr(importlib.import_module(f"metanas.search.{_NAMES[name]}"), name)
-    raise AttributeError(f"module 'metanas.search' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, {name: f"metanas.search.{module}" for name, module in _NAMES.items()})
