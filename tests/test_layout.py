@@ -127,3 +127,15 @@ def test_the_recipe_schema_loads_without_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_shipped_predictor_is_package_data():
+    """`warm_start: auto` must find the predictor in an installed package, not only in a source checkout."""
+    import tomllib
+
+    from metanas.meta.choice import PREDICTOR_FILE, shipped_predictor_path
+
+    path = shipped_predictor_path()
+    assert path == PACKAGE / "checkpoints" / PREDICTOR_FILE and path.is_file()
+    package_data = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "checkpoints/*.safetensors" in package_data["metanas"]
