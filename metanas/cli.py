@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,14 +62,17 @@ def _run_train_supernet(args: argparse.Namespace) -> int:
     from metanas.training import TrainingInterrupted, train_supernet
 
     recipe = _load(args)
-    run_dir = args.run_dir or recipe.run_dir or str(Path("runs") / Path(args.recipe).stem)
+    run_dir = _run_dir(args, recipe, "--run-dir")
     if recipe.teacher.tiny:
         teacher = write_tiny_teacher(Path(run_dir).resolve() / TEACHER_DIR, seed=recipe.training.seed)
         recipe = replace(recipe, teacher=replace(recipe.teacher, path=str(teacher), tiny=False))
     try:
         result = train_supernet(recipe, run_dir, resume=args.resume)
     except TrainingInterrupted as e:
-        print(f"{e}; continue with: metanas train-supernet {args.recipe} --run-dir {run_dir} --resume", file=sys.stderr)
+        again = _resume_command("train-supernet", args, "--run-dir", run_dir).replace(
+            " --run-dir ", " --resume --run-dir ", 1
+        )
+        print(f"{e}; continue with: {again}", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(f"trained supernet: {result.supernet_path}")
     print(f"summary: {result.summary_path}")
@@ -101,18 +106,32 @@ def _add_compress(p: argparse.ArgumentParser) -> None:
     _add_overrides(p)
 
 
+def _run_dir(args: argparse.Namespace, recipe: Recipe, flag: str) -> str:
+    """The run directory: the flag, else the recipe's run_dir, else runs/<recipe name>; never empty."""
+    given = getattr(args, flag.lstrip("-").replace("-", "_"))
+    if given is not None and not given.strip():
+        raise ValueError(f"{flag} must name a directory, got an empty string")
+    return given or recipe.run_dir or str(Path("runs") / Path(args.recipe).stem)
+
+
+def _resume_command(command: str, args: argparse.Namespace, flag: str, run_dir: str, *extra: str) -> str:
+    """The command that continues an interrupted run, with its overrides, quoted to paste into a shell."""
+    words = ["metanas", command, args.recipe, flag, run_dir, *extra, *(["--no-wandb"] if args.no_wandb else [])]
+    return shlex.join([*words, *args.overrides])
+
+
 def _run_compress(args: argparse.Namespace) -> int:
     from metanas.pipeline import CompressInterrupted, compress, plan
 
     recipe = _load(args)
-    run_dir = args.out or recipe.run_dir or str(Path("runs") / Path(args.recipe).stem)
+    run_dir = _run_dir(args, recipe, "--out")
     if args.dry_run:
         print(plan(recipe, run_dir))
         return 0
     try:
         result = compress(recipe, run_dir)
     except CompressInterrupted as e:
-        print(f"{e}; resume with: metanas compress {args.recipe} --out {run_dir}", file=sys.stderr)
+        print(f"{e}; resume with: {_resume_command('compress', args, '--out', run_dir)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     r = result.report
     t, s, b = r["teacher"], r["student"], r["uniform_baseline"]
@@ -182,7 +201,11 @@ def _run_export(args: argparse.Namespace) -> int:
 
     arch = None
     if args.arch is not None:
-        text = Path(args.arch).read_text(encoding="utf-8") if Path(args.arch).is_file() else args.arch
+        text = args.arch
+        if not args.arch.lstrip().startswith("{"):  # not JSON text: a file
+            if not Path(args.arch).is_file():
+                raise FileNotFoundError(f"--arch: file not found: {args.arch!r} (pass the arch as JSON text or a file)")
+            text = Path(args.arch).read_text(encoding="utf-8")
         arch = ArchConfig.from_json(text)
     out = export_arch(args.run_dir, arch, args.out, args.overwrite)
     print(f"exported: {out}")
@@ -217,7 +240,7 @@ def _run_history(args: argparse.Namespace) -> int:
 
     from metanas.meta.history import HistoryStore
 
-    with HistoryStore(args.db) as store:
+    with HistoryStore(args.db, create=False) as store:
         if args.action == "export":
             out = store.export(args.path, run_id=args.run_id, task_id=args.task_id)
             print(f"exported: {out}")
@@ -269,7 +292,10 @@ def _run_meta_train(args: argparse.Namespace) -> int:
     from metanas.meta.history import HistoryStore
     from metanas.meta.metatrain import meta_train, spaces_from_records
 
-    with HistoryStore(args.db) as store:
+    out = Path(args.out)
+    if out.is_dir() or args.out.endswith(("/", os.sep)) or out.suffix != ".safetensors":
+        raise ValueError(f"--out must be a predictor file ending in .safetensors, got {args.out!r}")
+    with HistoryStore(args.db, create=False) as store:
         records = store.records()
     spaces = spaces_from_records(records, args.space)
     usable = [r for r in records if r.space_signature in spaces]
@@ -328,6 +354,7 @@ def build_parser(commands: Sequence[Command] | None = None) -> argparse.Argument
     )
     parser.add_argument("--version", action="version", version=f"metanas {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also: METANAS_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS if commands is None else commands:
         p = sub.add_parser(
@@ -342,7 +369,7 @@ def build_parser(commands: Sequence[Command] | None = None) -> argparse.Argument
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run `metanas`; bad input (ValueError, OSError such as a missing file) is one `error:` line and exit 2."""
+    """Run `metanas`; any error is one `error:` line and exit 2 (`--debug` shows the traceback)."""
     parser = build_parser()
     # argparse cannot place `key=value` overrides after options once the recipe positional is
     # consumed, so leftovers that look like overrides join the command's override list.
@@ -356,13 +383,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    debug = args.debug or os.environ.get("METANAS_DEBUG", "") not in ("", "0")
     try:
         return args.handler(args)
-    except (ValueError, OSError) as e:
-        if args.verbose:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as e:
+        if debug:
+            raise
+        print(f"\nerror: {_one_line(e)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _one_line(e: BaseException) -> str:
+    """The error as one line: bad input says what to fix; anything else is named, with how to see more."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, (ValueError, OSError)):
+        return text
+    return f"{type(e).__name__}: {text} (an unexpected error; run with --debug or METANAS_DEBUG=1 for the traceback)"

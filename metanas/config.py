@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -24,8 +25,15 @@ import yaml
 
 from metanas._options import check_options
 from metanas.cost.budget import BUDGET_KEYS, Budget
-from metanas.objectives import OBJECTIVES
-from metanas.search.configs import STRATEGY_CONFIGS, WARM_STRATEGY, check_objectives, runs_as, strategy_options
+from metanas.objectives import OBJECTIVES, OPTIONS
+from metanas.search.configs import (
+    STRATEGY_CONFIGS,
+    WARM_STRATEGY,
+    check_objectives,
+    make_config,
+    runs_as,
+    strategy_options,
+)
 from metanas.teachers import default_teacher_path
 
 # A check returns an error text (completing "<key> ...") or None when the value is fine.
@@ -148,6 +156,10 @@ class ObjectiveSection:
     name: str = field(default="kd", metadata=_meta(choices=_objective_names))
     options: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.name in OPTIONS:
+            check_options(f"objective {self.name!r}", self.options, OPTIONS[self.name], prefix="options.")
+
 
 @dataclass
 class TrainingSection:
@@ -267,8 +279,10 @@ class SearchSection:
             self.warm_start = "auto" if self.warm_start else "off"
         if "warm_start" in self.options:
             raise ValueError("options.warm_start: set search.warm_start instead (auto, off or a predictor file)")
-        allowed = [o for o in strategy_options(runs_as(self.strategy, self.warm_start)) if o != "warm_start"]
+        name = runs_as(self.strategy, self.warm_start)
+        allowed = [o for o in strategy_options(name) if o != "warm_start"]
         check_options(f"strategy {self.strategy!r}", self.options, allowed, prefix="options.")
+        make_config(name, self.options)  # the values too: population_size=0 fails here, not after training
         check_objectives(self.objectives, self.strategy, BUDGET_KEYS)
 
 
@@ -361,7 +375,9 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     except yaml.YAMLError as e:
         raise ValueError(f"recipe {str(p)!r} is not valid YAML: {e}") from None
     if data is None:
-        data = {}
+        raise ValueError(
+            f"recipe {str(p)!r} is empty; start from one in recipes/ (e.g. recipes/quickstart.yaml) and set a budget"
+        )
     if not isinstance(data, dict):
         raise ValueError(f"recipe {str(p)!r} must be a mapping of sections, got {type(data).__name__}")
     return Recipe.from_dict(data, overrides)
@@ -491,12 +507,14 @@ def _coerce_container(value: Any, origin: Any, args: tuple[Any, ...], key: str) 
 
 def _coerce_scalar(value: Any, tp: Any, key: str) -> Any:
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     if tp is float and isinstance(value, str):
         try:  # YAML 1.1 reads `1e-4` (no dot) as a string
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{key} must be a finite number, got {value!r}")
     if tp in _TYPE_NAMES:
         if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
             return value

@@ -130,6 +130,16 @@ def _ratio(value: float | None, reference: float | None) -> str:
     return f"{100 * value / reference:.0f}%"
 
 
+def _sources_line(sources: Mapping[str, Any] | None) -> str:
+    if sources is None:
+        return "The search learned from no previous task (no warm start)."
+    tasks = ", ".join(f"`{t}` ({n})" for t, n in sorted(sources["tasks"].items())) or "none"
+    return (
+        f"Previous tasks the warm start learned from: {tasks}; {sources['records']} records, frozen in "
+        f"`search/{sources['file']}` (digest `{sources['digest']}`)."
+    )
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     """A human-readable `report.md` from the report dict (the JSON stays the source of truth)."""
     t, s = report["teacher"], report["student"]
@@ -173,6 +183,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"{report['search']['num_evaluations']} evaluations; best {report['search']['metric_name']} "
         f"{_num(report['search']['best_metric'], 5)}.",
         "",
+        _sources_line(report["search"].get("sources")),
+        "",
         f"Student arch: `{json.dumps(s['arch'])}`",
         "",
     ]
@@ -206,5 +218,5 @@ def write_report(report: dict[str, Any], run_dir: Path) -> tuple[Path, Path]:
     """`report.json` (machine-readable) and `report.md` (for people), each written atomically."""
     json_path, md_path = run_dir / REPORT_JSON, run_dir / REPORT_MD
     atomic_write_text(render_markdown(report), md_path)
-    atomic_write_json(report, json_path)
+    atomic_write_json(report, json_path, strict=True)
     return json_path, md_path

@@ -173,6 +173,22 @@ class SearchSpace:
                 raise ValueError(f"SearchSpace.{name}: {max(getattr(space, name))} exceeds the teacher's {top}")
         return space
 
+    def check_slices(self, config: Any) -> None:
+        """Raise unless the largest arch is `config`'s teacher: a supernet holds the teacher's weights, and
+        every other arch is a slice of them."""
+        teacher = {
+            "depth_choices": config.num_hidden_layers,
+            "hidden_choices": config.hidden_size,
+            "head_choices": config.num_attention_heads,
+            "ffn_choices": config.intermediate_size,
+        }
+        for name, top in teacher.items():
+            if max(getattr(self, name)) != top:
+                raise ValueError(
+                    f"space.{name}: the largest choice must be the teacher's {top} (the largest arch is the teacher, "
+                    f"every other arch a slice of it); got {list(getattr(self, name))}"
+                )
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for k, v in d.items():

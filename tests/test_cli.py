@@ -15,6 +15,7 @@ import pytest
 
 from metanas.cli import COMMANDS, build_parser, main
 from metanas.config import load_recipe
+from metanas.meta.history import HistoryStore
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -209,6 +210,9 @@ def test_thin_subcommands_fail_in_one_line(tmp_path, capsys):
     assert main(["export", "--run-dir", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
     assert "no trained supernet" in _error_line(capsys)
     db = tmp_path / "h.db"
+    assert main(["history", "list", "--db", str(tmp_path / "nodir" / "h.db")]) == 2  # reading creates nothing
+    assert "no history at" in _error_line(capsys) and not (tmp_path / "nodir").exists()
+    HistoryStore(db).close()
     assert main(["history", "list", "--db", str(db)]) == 0
     assert "0 runs" in capsys.readouterr().out
     assert main(["history", "export", str(tmp_path / "x.txt"), "--db", str(db)]) == 2

@@ -119,6 +119,30 @@ class DataBundle:
     num_documents: int
 
 
+MIN_USABLE_SHARE = 0.5  # refuse a corpus where fewer documents than this carry a known token
+
+
+def usable_documents(ds: Dataset, tokenizer: PreTrainedTokenizerBase) -> int:
+    """How many tokenized documents hold at least one token that is neither special nor unknown."""
+    special = set(tokenizer.all_special_ids)
+    count = 0
+    for batch in ds.select_columns("input_ids").iter(batch_size=10_000):
+        count += sum(any(t not in special for t in ids) for ids in batch["input_ids"])
+    return count
+
+
+def check_usable(ds: Dataset, tokenizer: PreTrainedTokenizerBase, cfg: DataConfig) -> None:
+    """Refuse text that tokenizes to nothing the teacher knows (emoji, control characters, another script):
+    training on it would only ever see [UNK] and padding, and every quality would be NaN."""
+    usable = usable_documents(ds, tokenizer)
+    if usable < MIN_USABLE_SHARE * len(ds):
+        raise ValueError(
+            f"data: only {usable} of {len(ds)} training documents of {cfg.source!r} (column {cfg.text_column!r}) "
+            f"hold a token the tokenizer knows; the rest tokenize to [UNK] or to nothing (emoji, control "
+            "characters, a script the teacher's vocabulary lacks?). Check data.source and data.text_column"
+        )
+
+
 def build_datasets(
     cfg: DataConfig,
     tokenizer: PreTrainedTokenizerBase,
@@ -136,9 +160,12 @@ def build_datasets(
             f"{len(train)} for training and {len(validation)} for validation; both must be non-empty"
         )
     label_names = texts.features["label"].names if "label" in texts.column_names else None
+    train_tokens = tokenize_dataset(train, tokenizer, cfg.max_length, cache_dir)
+    validation_tokens = tokenize_dataset(validation, tokenizer, cfg.max_length, cache_dir)
+    check_usable(train_tokens, tokenizer, cfg)
     return DataBundle(
-        train=tokenize_dataset(train, tokenizer, cfg.max_length, cache_dir),
-        validation=tokenize_dataset(validation, tokenizer, cfg.max_length, cache_dir),
+        train=train_tokens,
+        validation=validation_tokens,
         num_labels=None if label_names is None else len(label_names),
         label_names=label_names,
         num_documents=len(texts),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from metanas._paths import shareable
 from metanas.meta.encoding import task_embedding_dim
 from metanas.meta.predictor import MetaPredictor
 
@@ -93,7 +94,7 @@ def resolve_warm_start(warm_start: str | os.PathLike) -> WarmStartChoice:
     if requested == "auto":
         path = default_predictor_path()
         if not path.is_file():
-            message = f"warm start auto: no default predictor at {path}; plain evolution"
+            message = f"warm start auto: no default predictor at {shareable(path)}; plain evolution"
             logger.info(message)
             return WarmStartChoice(None, None, None, message)
         try:
@@ -107,7 +108,7 @@ def resolve_warm_start(warm_start: str | os.PathLike) -> WarmStartChoice:
         predictor = load_warm_predictor(path)
     card = predictor.card
     message = (
-        f"warm start from {path} (meta-trained on {len(card.get('tasks', []))} tasks, "
+        f"warm start from {shareable(path)} (meta-trained on {len(card.get('tasks', []))} tasks, "
         f"held-out Kendall tau {card.get('val_kendall_tau')})"
     )
     logger.info(message)

@@ -40,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from metanas._io import atomic_write
 from metanas.space import ArchConfig
@@ -205,16 +205,44 @@ def _is_lock_error(e: OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+URL_FORMS = "a SQLite file path, sqlite:///PATH, or postgresql+psycopg://USER:PASSWORD@HOST/DB"
+
+
+def history_target(url: str | os.PathLike | None) -> str:
+    """The history a search uses: `url`, else `$METANAS_HISTORY`, else `~/.cache/metanas/history.db`."""
+    return str(url) if url is not None else os.environ.get(ENV_VAR) or str(DEFAULT_PATH)
+
+
+def check_history_url(url: str | os.PathLike | None) -> None:
+    """Fail now, in one line, when a history URL is malformed or its database driver is not installed."""
+    target = history_target(url)
+    if "://" not in target:
+        return
+    try:
+        make_url(target).get_dialect().import_dbapi()
+    except ArgumentError:
+        raise ValueError(f"history {target!r} is not a database URL; use {URL_FORMS}") from None
+    except NoSuchModuleError:
+        raise ValueError(f"history {target!r}: unknown database type; use {URL_FORMS}") from None
+    except ImportError as e:
+        raise ValueError(
+            f"history {target!r} needs the database driver {e.name!r}, which is not installed "
+            "(for PostgreSQL: pip install 'psycopg[binary]' and use postgresql+psycopg://...)"
+        ) from None
+
+
 class HistoryStore:
     """Evaluation records and runs in a SQL database (SQLAlchemy Core).
 
     `url`: None -> `$METANAS_HISTORY` or `~/.cache/metanas/history.db`; a plain path
     -> that SQLite file (parent folders are created); anything with `://` -> a
-    SQLAlchemy URL such as `postgresql+psycopg://user@host/db`.
+    SQLAlchemy URL such as `postgresql+psycopg://user@host/db`. `create=False` opens
+    an existing history only (for reading: listing, export, meta-training).
     """
 
-    def __init__(self, url: str | os.PathLike | None = None) -> None:
-        target = str(url) if url is not None else os.environ.get(ENV_VAR) or str(DEFAULT_PATH)
+    def __init__(self, url: str | os.PathLike | None = None, create: bool = True) -> None:
+        target = history_target(url)
+        check_history_url(target)
         if "://" in target:
             self.url = target
             parsed = make_url(target)
@@ -222,9 +250,11 @@ class HistoryStore:
             self.path: Path | None = Path(parsed.database).resolve() if is_file else None
         else:
             self.path = Path(target).expanduser().resolve()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.url = f"sqlite:///{self.path}"
         if self.path is not None:
+            if not create and not self.path.is_file():
+                raise FileNotFoundError(f"no history at {str(self.path)!r} (nothing has been searched with it yet)")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             _probe_sqlite_file(self.path)
         self._engine = create_engine(self.url)
         if self._engine.dialect.name == "sqlite":
@@ -410,7 +440,16 @@ class HistoryStore:
         out = Path(path)
         if out.suffix.lower() not in EXPORT_FORMATS:
             raise ValueError(f"export: {out.name!r} must end with one of {', '.join(EXPORT_FORMATS)}")
-        df = pd.DataFrame(self._rows(run_id, task_id, space_signature), columns=list(COLUMNS))
+        rows = self._rows(run_id, task_id, space_signature)
+        if not rows:
+            given = {"run_id": run_id, "task_id": task_id, "space_signature": space_signature}
+            where = ", ".join(f"{k}={v!r}" for k, v in given.items() if v is not None) or "any run"
+            known = sorted({r["run_id"] for r in self.runs()})
+            raise ValueError(
+                f"export: no evaluations match {where} in {self!r}; nothing written (runs here: "
+                f"{', '.join(known[:10]) or 'none'}{' ...' if len(known) > 10 else ''})"
+            )
+        df = pd.DataFrame(rows, columns=list(COLUMNS))
         if out.suffix.lower() == ".csv":
             return atomic_write(out, lambda f: df.to_csv(f, index=False), binary=False)
         return atomic_write(out, lambda f: df.to_parquet(f, index=False))

@@ -30,6 +30,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
+from metanas._io import read_json
 from metanas.config import Recipe
 from metanas.pipeline.paths import MODEL_DIR, SEARCH_DIR, STAGES_FILE, TRAIN_DIR
 from metanas.pipeline.plan import plan
@@ -100,7 +101,7 @@ def export_arch(run_dir: str | os.PathLike, arch: ArchConfig | None, out: str | 
         path = run_dir / SEARCH_DIR / RESULT_FILE
         if not path.is_file():
             raise FileNotFoundError(f"no search result at {str(path)!r}; run `metanas search` first or pass --arch")
-        arch = ArchConfig.from_dict(json.loads(path.read_text(encoding="utf-8"))["best"]["arch"])
+        arch = ArchConfig.from_dict(read_json(path, "run `metanas search` again")["best"]["arch"])
     trained.supernet.space.validate(arch)
     tokenizer = AutoTokenizer.from_pretrained(str(trained.tokenizer_path))
     try:

@@ -21,6 +21,7 @@ from metanas.config import Recipe
 from metanas.cost.budget import Budget
 from metanas.cost.model import CostModel
 from metanas.meta.history import DEFAULT_PATH, ENV_VAR
+from metanas.pipeline.checks import preflight
 from metanas.pipeline.paths import STAGES_FILE
 from metanas.pipeline.run import STAGE_NAMES, needs_latency
 from metanas.pipeline.stagelog import StageLog
@@ -279,11 +280,12 @@ def plan(recipe: Recipe, run_dir: str | os.PathLike, measure: bool = True) -> st
     lines.append(f"objective: {r.objective.name} {r.objective.options or ''}".rstrip())
     budget = r.budget.to_budget()
     lines.append(f"budget: {budget.describe()}")
-    space, timing = None, None
+    space = None if teacher.config is None else SearchSpace.from_teacher_config(teacher.config, **r.space)
+    lines += [f"  warning: {w}" for w in preflight(r, teacher.config, space)]
+    timing = None
     if teacher.config is not None:
         more, timing = _teacher_lines(r, teacher, budget, measure)
         lines += more
-        space = SearchSpace.from_teacher_config(teacher.config, **r.space)
     lines.append("stages:")
     lines += _plan_stages(r, space, budget, timing)
     history = r.search.history or os.environ.get(ENV_VAR) or str(DEFAULT_PATH)

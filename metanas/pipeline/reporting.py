@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import shutil
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transformers import AutoModel
 
+from metanas._paths import shareable
+from metanas.config import Recipe
 from metanas.cost.latency import measure_models_latency
 from metanas.data import batches_of
 from metanas.pipeline.paths import MODEL_DIR, RECIPE_FILE, SEARCH_DIR
@@ -44,6 +48,19 @@ if TYPE_CHECKING:
 EMBEDDING_OBJECTIVES = ("kd", "contrastive")
 ROLE_PARTS = (("student", "student"), ("uniform_baseline", "baseline"))  # report role -> export part
 REPORT_OUTPUTS = (REPORT_JSON, REPORT_MD, PARETO_PLOT, CURVE_PLOT)
+
+
+SHARED_PATH_KEYS = (("teacher", "path"), ("data", "source"), ("search", "history"), ("search", "warm_start"))
+
+
+def shareable_recipe(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
+    """The recipe as the report shows it: paths named without the machine's absolute paths (`shareable`)."""
+    data = recipe.to_dict()
+    for section, key in SHARED_PATH_KEYS:
+        if data[section][key] not in (None, "auto", "off"):
+            data[section][key] = shareable(data[section][key], run_dir)
+    data["run_dir"] = shareable(data["run_dir"], run_dir) if data["run_dir"] else None
+    return data
 
 
 def _quality(
@@ -116,6 +133,12 @@ def _measure_models(run: CompressRun, log: StageLog) -> dict[str, dict[str, Any]
         lat.warmup, lat.runs,
     )  # fmt: skip
     quality = _quality(run, models, arches)
+    for role, q in quality.items():
+        if not math.isfinite(q["quality"]):
+            raise ValueError(
+                f"report: the {role}'s {q['quality_metric']} is {q['quality']} on the held-out examples; a non-finite "
+                "quality is not a result (are the held-out texts empty after tokenization?)"
+            )
     entries: dict[str, dict[str, Any]] = {}
     for role, model in models.items():
         arch = arches[role]
@@ -128,7 +151,7 @@ def _measure_models(run: CompressRun, log: StageLog) -> dict[str, dict[str, Any]
             "size_bytes": weights_bytes(model),
             **quality[role],
         }
-    entries["teacher"]["source"] = run.teacher.source
+    entries["teacher"]["source"] = shareable(run.teacher.source, run.run_dir)
     entries["student"]["dir_bytes"] = dir_bytes(run.run_dir / MODEL_DIR)
     entries["student"]["vanilla"] = json.loads((run.run_dir / MODEL_DIR / ARCH_FILE).read_text())["vanilla"]
     if "uniform_baseline" in entries:
@@ -163,12 +186,15 @@ def build_report(run: CompressRun, log: StageLog) -> dict[str, Any]:
         "export_dir": MODEL_DIR,
         "speedup": entries["teacher"]["latency_ms"] / entries["student"]["latency_ms"],
         "held_out": {"examples": len(report_range), "overlap": overlap},
-        "search": {k: search[k] for k in ("strategy", "warm_start", "num_evaluations", "best_metric", "metric_name")},
+        "search": {
+            **{k: search[k] for k in ("strategy", "warm_start", "num_evaluations", "best_metric", "metric_name")},
+            "sources": search.get("sources"),
+        },
         "distillation": {"steps": r.export.distill_steps, "lr": r.export.distill_lr},
         "latency_checks": {role: parts[key].get("latency_checks") for role, key in ROLE_PARTS if key in parts},
         "plots": plots,
         "stage_seconds": {s: rec.get("seconds", 0.0) for s, rec in log.stages.items() if rec.get("done")},
-        "recipe": r.to_dict(),
+        "recipe": shareable_recipe(r, run.run_dir),
         "recipe_file": RECIPE_FILE,
     }
 

@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ from typing import Any
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from metanas._io import atomic_write_json, atomic_write_text
+from metanas._lock import LOCK_FILE, RunLock
+from metanas._paths import shareable
 from metanas._threads import torch_threads
 from metanas.config import Recipe, recipe_changes
 from metanas.cost.budget import Budget
@@ -33,6 +35,7 @@ from metanas.data import Collator, DataBundle, batches_of, build_datasets
 from metanas.evaluate import Evaluator
 from metanas.meta.choice import resolve_warm_start
 from metanas.objectives.base import Objective
+from metanas.pipeline.checks import preflight
 from metanas.pipeline.paths import (
     LATENCY_DIR,
     MEASURED_FILE,
@@ -82,7 +85,8 @@ def heldout_ranges(n_validation: int, n_fitness: int, n_report: int) -> tuple[ra
 def default_task_id(recipe: Recipe) -> str:
     """The task's name in the history: data source (and config) and objective."""
     d = recipe.data
-    source = d.source if d.hf_config is None else f"{d.source}:{d.hf_config}"
+    name = shareable(d.source)  # a local file by its name: task ids end up in shared exports
+    source = name if d.hf_config is None else f"{name}:{d.hf_config}"
     label = f"[{d.label_column}]" if d.label_column else ""
     return f"{source}{label}/{recipe.objective.name}"
 
@@ -104,7 +108,8 @@ def _prepare_run_dir(run_dir: Path, adopt: bool = False) -> None:
     """
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"output directory {str(run_dir)!r} is not writable: a file is in the way")
-    if not adopt and run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / RECIPE_FILE).is_file():
+    is_run = (run_dir / RECIPE_FILE).is_file() or (run_dir / LOCK_FILE).is_file()  # a run, or one starting now
+    if not adopt and run_dir.is_dir() and any(run_dir.iterdir()) and not is_run:
         raise ValueError(
             f"output directory {str(run_dir)!r} is not empty and holds no metanas compress run; choose another --out"
         )
@@ -144,9 +149,8 @@ class CompressRun:
             raise ValueError("compress needs held-out data: set data.validation_fraction > 0")
         if "latency_ms" in recipe.search.objectives and not needs_latency(recipe):
             raise ValueError("a latency_ms objective needs a latency source")
-        CostModel(self.space, self.budget.seq_len, self.budget.batch_size).check_feasible(
-            replace(self.budget, latency_ms=None)
-        )
+        for warning in preflight(recipe, self.teacher.config, self.space):
+            logger.warning("%s", warning)
         s = recipe.search
         if s.strategy == "evolution" and s.warm_start not in ("auto", "off"):
             resolve_warm_start(s.warm_start)  # an explicit predictor file must load now, not after training
@@ -233,8 +237,17 @@ class CompressRun:
         return Evaluator(self.trained.supernet, self.objective, batches)
 
     # ----- stage control -------------------------------------------------
+    def did_work(self, name: str) -> bool:
+        """Whether stage `name` left outputs in the run directory (a start that failed early left none)."""
+        stage = next(s for s in STAGES if s.name == name)
+        return any((self.run_dir / entry).exists() for entry in stage.outputs)
+
     def _check_recorded(self, log: StageLog, redo_allowed: Callable[[str], bool]) -> list[str]:
-        """Stages whose records no longer match the recipe; raises when one may not be redone."""
+        """Stages whose records no longer match the recipe; raises when one may not be redone.
+
+        A stage that never finished and left no outputs has nothing to lose, so a
+        corrected recipe may always redo it.
+        """
         stale = []
         for stage in STAGE_NAMES:
             record = log.stages.get(stage)
@@ -242,7 +255,8 @@ class CompressRun:
                 continue
             changed = recipe_changes(record.get("inputs", {}), self.inputs[stage])
             why = f"changed: {', '.join(changed)}" if changed else "a stage it depends on changed"
-            if not redo_allowed(stage):
+            nothing_to_lose = not record.get("done") and not self.did_work(stage)
+            if not nothing_to_lose and not redo_allowed(stage):
                 hint = (
                     "use another --out to train anew"
                     if stage == "train"
@@ -256,46 +270,53 @@ class CompressRun:
 
     def clear_outputs(self, name: str) -> None:
         """Remove what stage `name` wrote into the run directory."""
-        for stage in STAGES:
-            if stage.name == name:
-                for entry in stage.outputs:
-                    shutil.rmtree(self.run_dir / entry, ignore_errors=True)
+        stage = next(s for s in STAGES if s.name == name)
+        for entry in stage.outputs:
+            path = self.run_dir / entry
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
 
     @contextlib.contextmanager
-    def _session(self) -> Iterator[StageLog]:
-        """The run dir prepared, the stage log loaded, the tracker open, torch threads set."""
+    def _session(self, redo_allowed: Callable[[str], bool]) -> Iterator[StageLog]:
+        """The run dir locked, its records checked against the recipe, the recipe saved, the tracker open.
+
+        Nothing is written before the checks pass, so a refused rerun leaves the run as it was.
+        """
         r = self.recipe
         _prepare_run_dir(self.run_dir, self.adopt)
-        atomic_write_text(r.to_yaml(), self.run_dir / RECIPE_FILE)
-        atomic_write_json(self.space.to_dict(), self.run_dir / SPACE_FILE, indent=1)
-        if self.teacher.path is not None and r.teacher.tiny:
-            write_tiny_teacher(Path(self.teacher.path), seed=r.training.seed)
-        log = StageLog(self.run_dir / STAGES_FILE)
-        tracker = Tracker(
-            self.run_dir,
-            config=r.to_dict(),
-            use_wandb=r.logging.wandb,
-            project=r.logging.project,
-            name=r.logging.name or self.run_dir.resolve().name,
-            tags=[*r.logging.tags, "compress"],
-        )
-        self.tracker = tracker
-        try:
-            with torch_threads(r.threads), tracker:
-                yield log
-        finally:
-            self.tracker = None
-
-    def run(self, stages: Sequence[str] = STAGE_NAMES, redo: Sequence[str] = ()) -> StageLog:
-        """Run `stages` in order, skipping completed ones; `redo` stages are rerun even when recorded."""
-        overwrite = self.recipe.export.overwrite
-        with self._session() as log:
-            stale = self._check_recorded(log, lambda s: s != "train" and (overwrite or s in redo))
+        with RunLock(self.run_dir):
+            log = StageLog(self.run_dir / STAGES_FILE)
+            stale = self._check_recorded(log, redo_allowed)
             for stage in stale:
                 self.clear_outputs(stage)
             if stale:
                 logger.warning("redoing stages %s: the recipe changed", ", ".join(stale))
                 log.forget(stale)
+            atomic_write_text(r.to_yaml(), self.run_dir / RECIPE_FILE)
+            atomic_write_json(self.space.to_dict(), self.run_dir / SPACE_FILE, indent=1)
+            if self.teacher.path is not None and r.teacher.tiny:
+                write_tiny_teacher(Path(self.teacher.path), seed=r.training.seed)
+            tracker = Tracker(
+                self.run_dir,
+                config=r.to_dict(),
+                use_wandb=r.logging.wandb,
+                project=r.logging.project,
+                name=r.logging.name or self.run_dir.resolve().name,
+                tags=[*r.logging.tags, "compress"],
+            )
+            self.tracker = tracker
+            try:
+                with torch_threads(r.threads), tracker:
+                    yield log
+            finally:
+                self.tracker = None
+
+    def run(self, stages: Sequence[str] = STAGE_NAMES, redo: Sequence[str] = ()) -> StageLog:
+        """Run `stages` in order, skipping completed ones; `redo` stages are rerun even when recorded."""
+        overwrite = self.recipe.export.overwrite
+        with self._session(lambda s: s != "train" and (overwrite or s in redo)) as log:
             name = stages[0]
             try:
                 for name in stages:

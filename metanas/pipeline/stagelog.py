@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from metanas._io import atomic_write_json
+from metanas._io import atomic_write_json, read_json
 from metanas.config import Recipe
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class StageLog:
         self.path = path
         self.data: dict[str, Any] = {"format": STAGES_FORMAT, "stages": {}, "next_step": 0}
         if path.is_file():
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_json(path, "restore it, or delete it to redo every stage of this run")
             if data.get("format") != STAGES_FORMAT:
                 raise ValueError(f"{str(path)!r} is not a metanas compress stage log")
             self.data = data

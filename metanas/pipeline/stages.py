@@ -30,7 +30,7 @@ from metanas.space import ArchConfig
 from metanas.supernet.convert import load_teacher_model
 from metanas.supernet.export import ARCH_FILE, export
 from metanas.tracking import read_metrics
-from metanas.training import CHECKPOINT_FILE, train_supernet
+from metanas.training import CHECKPOINT_FILE, SUPERNET_FILE, train_supernet
 from metanas.training.distill import distill, save_weights
 
 if TYPE_CHECKING:
@@ -153,6 +153,7 @@ def search_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict
         "best_costs": result.best_costs,
         "num_evaluations": result.num_evaluations,
         "evals_per_minute": result.evals_per_minute,
+        "sources": result.sources,
         "budget": dataclasses.asdict(cost_model.check_feasible(run.budget)),
         "search_budget": dataclasses.asdict(cost_model.check_feasible(run.search_budget)),
     }
@@ -219,7 +220,9 @@ def export_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict
 # --------------------------------------------------------------------------- the records, in order
 
 LATENCY = Stage("latency", ("teacher", "space", "budget", "search.latency"), (), (LATENCY_DIR,), latency_stage)
-TRAIN = Stage("train", ("teacher", "data", "objective", "space", "training"), (), (TRAIN_DIR,), train_stage)
+# train/cache (tokenized data) is not owned: it is kept across attempts and recipe changes.
+TRAIN_OUTPUTS = (f"{TRAIN_DIR}/{CHECKPOINT_FILE}", f"{TRAIN_DIR}/{SUPERNET_FILE}")
+TRAIN = Stage("train", ("teacher", "data", "objective", "space", "training"), (), TRAIN_OUTPUTS, train_stage)
 SEARCH = Stage("search", ("budget", "search"), ("latency", "train"), (SEARCH_DIR,), search_stage)
 EXPORT = Stage("export", ("export",), ("search",), (MODEL_DIR, BASELINE_DIR), export_stage)
 REPORT = Stage("report", ("report",), ("export",), REPORT_OUTPUTS, report_stage)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+from metanas._io import read_json
 from metanas.cost.latency import measure_models_latency
 from metanas.cost.latency_predictor import LatencyPredictor
 from metanas.pipeline.paths import LATENCY_DIR, MEASURED_FILE, PREDICTOR_FILE, SEARCH_DIR
@@ -27,13 +29,15 @@ logger = logging.getLogger(__name__)
 
 
 def ranked_archs(run: CompressRun) -> Iterator[tuple[ArchConfig, None]]:
-    """Every arch the search evaluated, best fitness first (the first is search.json's best)."""
+    """Every validly evaluated arch, best fitness first (the first is search.json's best)."""
     path = run.run_dir / SEARCH_DIR / STATE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no search state at {str(path)!r}; run the search stage first")
-    evaluations = json.loads(path.read_text(encoding="utf-8"))["evaluations"]
+    evaluations = read_json(path, "delete the search/ directory to search again")["evaluations"]
     seen: set[ArchConfig] = set()
     for e in sorted(evaluations, key=lambda e: -e["fitness"]):
+        if not math.isfinite(e["fitness"]):
+            break  # invalid evaluations (non-finite metric) sort last and are never exported
         arch = ArchConfig.from_dict(e["arch"])
         if arch not in seen:
             seen.add(arch)

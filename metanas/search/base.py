@@ -22,7 +22,7 @@ from metanas.search.configs import StrategyConfig
 from metanas.space import ArchConfig, SearchSpace
 
 if TYPE_CHECKING:
-    from metanas.meta.history import HistoryStore
+    from metanas.meta.history import EvalRecord
 
 Feasible = Callable[[ArchConfig], bool]
 Sampler = Callable[[random.Random], ArchConfig]
@@ -159,10 +159,16 @@ class Strategy(ABC):
         return self.config.planned_evaluations()
 
     # ----- hooks for the runner (no-ops unless a strategy needs them) ----------
+    @property
+    def wants_sources(self) -> bool:
+        """Whether the search learns from previous tasks' evaluations (`attach` then receives them)."""
+        return False
+
     def attach(  # noqa: B027 - an optional hook, a no-op unless a strategy needs it
-        self, history: HistoryStore | None, task_id: str, task_meta: Mapping[str, Any]
+        self, task_meta: Mapping[str, Any], sources: Sequence[EvalRecord]
     ) -> None:
-        """Called once before the search starts or resumes: the history and what is known of the task."""
+        """Called once before the search starts or resumes: what is known of the task, and (when
+        `wants_sources`) the previous tasks' evaluations in this space, frozen for the whole search."""
 
     def describe(self) -> StrategyEvent | None:
         """How this search starts (e.g. which predictor it uses), logged once by the runner."""

@@ -6,6 +6,7 @@ is touched and the global pyplot state of a caller (e.g. a notebook) is left alo
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -84,8 +85,12 @@ def plot_curve(stats: Sequence[Mapping[str, Any]], path: str | os.PathLike, *, m
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.add_subplot()
     gens = [s["generation"] for s in stats]
-    ax.plot(gens, [s["best"] for s in stats], marker="o", color="tab:red", label="best so far")
-    ax.plot(gens, [s["median"] for s in stats], marker=".", color="tab:blue", label="generation median")
+
+    def finite(key: str) -> list[float]:  # a generation of invalid evaluations only is a gap, not -inf
+        return [s[key] if math.isfinite(s[key]) else math.nan for s in stats]
+
+    ax.plot(gens, finite("best"), marker="o", color="tab:red", label="best so far")
+    ax.plot(gens, finite("median"), marker=".", color="tab:blue", label="generation median")
     ax.set_xlabel("generation")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric_label)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from metanas._io import atomic_write_json
+from metanas._io import atomic_write_json, read_json
 from metanas.cost.budget import BUDGET_KEYS, Budget
 from metanas.cost.model import CostModel
 from metanas.meta.encoding import target_task_meta
@@ -41,6 +41,7 @@ from metanas.search.configs import check_objectives
 from metanas.search.nsga2 import pareto_front_indices
 from metanas.search.plots import plot_curve, plot_pareto
 from metanas.search.registry import STRATEGIES, make_strategy
+from metanas.search.sources import frozen_sources
 from metanas.space import ArchConfig, SearchSpace
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class SearchResult:
     result_path: Path
     pareto_plot: Path
     curve_plot: Path
+    sources: dict[str, Any] | None = None  # summary of the previous tasks' records a warm start learned from
 
 
 def choose_cost_key(objectives: Sequence[str], budget: Budget) -> str:
@@ -130,6 +132,8 @@ class _Recorder:
             self.recorded = {r.arch: r for r in history.records(run_id=run_id)}
 
     def __call__(self, arch: ArchConfig, generation: int, origin: str) -> dict[str, Any]:
+        """Costs and fitness of `arch`. A non-finite metric is an invalid evaluation: fitness -inf, recorded with
+        the worst metric value (never best, and the history's columns stay numbers)."""
         costs = self.cost_model.costs(arch)
         previous = self.recorded.get(arch)
         if previous is not None:
@@ -137,6 +141,9 @@ class _Recorder:
         else:
             metric = self.evaluator.metric(arch)
             fitness = self.evaluator.to_fitness(metric)
+            if not math.isfinite(fitness):
+                fitness = -math.inf
+                metric = -math.inf if self.evaluator.higher_is_better else math.inf
             if self.history is not None:
                 record = EvalRecord(
                     run_id=self.run_id,
@@ -180,7 +187,7 @@ def _load_state(state_path: Path, config: dict[str, Any], run_id: str | None, st
         }
         atomic_write_json(state, state_path, indent=1)
         return state
-    state = json.loads(state_path.read_text(encoding="utf-8"))
+    state = read_json(state_path, f"delete {str(run_dir)!r} to search again")
     if state.get("format") != STATE_FORMAT:
         raise ValueError(f"{str(state_path)!r} is not a metanas search state")
     if state["config"] != config:
@@ -250,6 +257,35 @@ def _run_generation(
     return True
 
 
+def _build_strategy(
+    name: str,
+    options: Mapping[str, Any] | None,
+    space: SearchSpace,
+    cost_model: CostModel,
+    budget: Budget,
+    objectives: Sequence[str],
+    seed: int,
+) -> tuple[Strategy, Budget, str]:
+    """The strategy over the feasible archs of `budget` (made absolute), and the cost of the Pareto front."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown search strategy {name!r}; valid strategies: {', '.join(STRATEGIES)}")
+    check_objectives(objectives, name, BUDGET_KEYS)
+    budget = cost_model.check_feasible(budget)
+    cost_key = choose_cost_key(objectives, budget)
+    options = dict(options or {})
+    if "cost_key" in STRATEGIES[name].Config.option_names():
+        if options.setdefault("cost_key", cost_key) != cost_key:
+            raise ValueError(f"strategy option cost_key={options['cost_key']!r} contradicts objectives {objectives}")
+    if cost_key not in cost_model.costs(space.smallest()):
+        raise ValueError(f"the cost model gives no {cost_key!r} (a latency objective needs a latency source)")
+
+    def sampler(rng: random.Random) -> ArchConfig:
+        return cost_model.sample_feasible(rng, budget, SAMPLER_TRIES)
+
+    feasible = functools.partial(cost_model.feasible, budget=budget)
+    return make_strategy(name, space, feasible, seed, sampler=sampler, **options), budget, cost_key
+
+
 def run_search(
     evaluator: Evaluator,
     space: SearchSpace,
@@ -273,26 +309,15 @@ def run_search(
     names the run in the history store (default: made up once and kept in the state file). `task_meta`
     is completed with the objective, metric direction and seq_len and recorded with every evaluation.
     """
-    if strategy_name not in STRATEGIES:
-        raise ValueError(f"unknown search strategy {strategy_name!r}; valid strategies: {', '.join(STRATEGIES)}")
-    check_objectives(objectives, strategy_name, BUDGET_KEYS)
     budget = budget if isinstance(budget, Budget) else Budget.from_dict(budget)
-    budget = cost_model.check_feasible(budget)
-    cost_key = choose_cost_key(objectives, budget)
-    options = dict(strategy_options or {})
-    if "cost_key" in STRATEGIES[strategy_name].Config.option_names():
-        if options.setdefault("cost_key", cost_key) != cost_key:
-            raise ValueError(f"strategy option cost_key={options['cost_key']!r} contradicts objectives {objectives}")
-    if cost_key not in cost_model.costs(space.smallest()):
-        raise ValueError(f"the cost model gives no {cost_key!r} (a latency objective needs a latency source)")
-
-    def sampler(rng: random.Random) -> ArchConfig:
-        return cost_model.sample_feasible(rng, budget, SAMPLER_TRIES)
-
-    feasible = functools.partial(cost_model.feasible, budget=budget)
-    strategy = make_strategy(strategy_name, space, feasible, seed, sampler=sampler, **options)
+    strategy, budget, cost_key = _build_strategy(
+        strategy_name, strategy_options, space, cost_model, budget, objectives, seed
+    )
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     meta = target_task_meta(task_meta, evaluator.metric_name, evaluator.higher_is_better, cost_model.seq_len)
-    strategy.attach(history, task_id, meta)
+    sources = frozen_sources(run_dir, history, space.signature(), task_id) if strategy.wants_sources else None
+    strategy.attach(meta, sources.records if sources is not None else [])
     config = {
         "strategy": strategy_name,
         "options": strategy.options(),
@@ -303,10 +328,9 @@ def run_search(
         "metric_name": evaluator.metric_name,
         "task_id": task_id,
     }
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / STATE_FILE
     state = _load_state(state_path, config, run_id, strategy)
+    state["sources"] = None if sources is None else sources.summary()
     run_id = state["run_id"]
     if history is not None:
         history.start_run(run_id, task_id, strategy_name, config)
@@ -346,24 +370,32 @@ def _write_outputs(
     evaluator: Evaluator,
     objectives: Sequence[str],
 ) -> SearchResult:
-    """search.json and both plots, from the full list of evaluations."""
-    best_i = max(range(len(evaluations)), key=lambda i: evaluations[i]["fitness"])
+    """search.json and both plots, from the full list of evaluations (invalid ones are never best nor on the front)."""
+    valid = [i for i, e in enumerate(evaluations) if math.isfinite(e["fitness"])]
+    if not valid:
+        raise ValueError(
+            f"all {len(evaluations)} evaluations of the search were invalid (non-finite {evaluator.metric_name}): "
+            "the trained supernet's outputs are not finite; train it again with a lower training.lr"
+        )
+    best_i = max(valid, key=lambda i: evaluations[i]["fitness"])
     best = evaluations[best_i]
     costs = [e["costs"][cost_key] for e in evaluations]
     fitnesses = [e["fitness"] for e in evaluations]
-    front_i = sorted(pareto_front_indices(list(zip(fitnesses, [-c for c in costs]))), key=lambda i: costs[i])
+    points = [(fitnesses[i], -costs[i]) for i in valid]
+    front_i = sorted((valid[j] for j in pareto_front_indices(points)), key=lambda i: costs[i])
     front = [evaluations[i] for i in front_i]
     limit = budget.limits().get(cost_key)
     label = f"fitness ({'' if evaluator.higher_is_better else '-'}{evaluator.metric_name})"
+    at = {i: j for j, i in enumerate(valid)}  # the plots show valid evaluations only
     pareto_plot = plot_pareto(
-        costs,
-        fitnesses,
-        front_i,
+        [costs[i] for i in valid],
+        [fitnesses[i] for i in valid],
+        [at[i] for i in front_i],
         run_dir / PARETO_PLOT,
         cost_key=cost_key,
         metric_label=label,
         budget=limit,
-        best=best_i,
+        best=at[best_i],
     )
     curve_plot = plot_curve(state["generations"], run_dir / CURVE_PLOT, metric_label=label)
     per_minute = _per_minute(state)
@@ -383,9 +415,10 @@ def _write_outputs(
         "evals_per_minute": per_minute,
         "plots": {"pareto": PARETO_PLOT, "curve": CURVE_PLOT},
     }
+    report["sources"] = state.get("sources")  # the previous tasks' records the search learned from, if any
     report.update(state.get("extra", {}))  # e.g. the warm start's decisions (predictor, guard verdicts)
     result_path = run_dir / RESULT_FILE
-    atomic_write_json(report, result_path, indent=1)
+    atomic_write_json(report, result_path, indent=1, strict=True)
     return SearchResult(
         run_dir=run_dir,
         run_id=state["run_id"],
@@ -402,6 +435,7 @@ def _write_outputs(
         result_path=result_path,
         pareto_plot=pareto_plot,
         curve_plot=curve_plot,
+        sources=state.get("sources"),
     )
 
 

@@ -19,6 +19,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
 from metanas._io import atomic_dir, atomic_write_json
+from metanas._paths import shareable
 from metanas.space import ArchConfig
 from metanas.supernet.families import ROBERTA_POSITION_TYPES
 from metanas.supernet.model import ElasticBert
@@ -132,6 +133,28 @@ def _save_tokenizer(sn: ElasticBert, tokenizer: Any, target: Path) -> None:
         raise ValueError("export: the supernet has no teacher path to copy tokenizer files from; pass tokenizer=")
 
 
+def check_replaceable(out: Path, overwrite: bool) -> None:
+    """Refuse, before writing anything, to put a model where it would destroy something.
+
+    A new or empty directory is fine; an existing export (it holds `metanas_arch.json`)
+    is replaced only with `overwrite`; anything else (a file, a run directory, a
+    directory of the user's own files) is never replaced.
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"export: {str(out)!r} is a file, not a model directory; choose a new directory")
+    if not any(out.iterdir()):
+        return
+    if not (out / ARCH_FILE).is_file():
+        raise ValueError(
+            f"export: {str(out)!r} holds files metanas did not export (it has no {ARCH_FILE}), so it is never "
+            "replaced, with or without overwrite; choose a new or empty directory"
+        )
+    if not overwrite:
+        raise FileExistsError(f"export: {out} already exists (an exported model); pass overwrite=True to replace it")
+
+
 def export(
     sn: ElasticBert,
     arch: ArchConfig,
@@ -147,8 +170,7 @@ def export(
     place at the end, so a failure never leaves a half-written `out_dir`.
     """
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"export: {out} already exists; pass overwrite=True to replace it")
+    check_replaceable(out, overwrite)
     with atomic_dir(out, overwrite=True) as tmp:
         model = build_subnet_model(sn, arch)
         model.save_pretrained(tmp, safe_serialization=True)
@@ -159,7 +181,7 @@ def export(
         info = {
             "arch": arch.to_dict(),
             "space_signature": sn.space.signature(),
-            "teacher": sn.source,
+            "teacher": shareable(sn.source),
             "params": sn.space.params(arch),
             "vanilla": not isinstance(model.config, MetanasBertConfig),
             **(extra_info or {}),

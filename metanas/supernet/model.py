@@ -199,7 +199,9 @@ class ElasticBert(nn.Module):
             raise TypeError(f"teacher must be a path, hub id or PreTrainedModel, got {type(teacher).__name__}")
         check_supported(teacher.config)
         base = getattr(teacher, teacher.base_model_prefix, teacher) if teacher.base_model_prefix else teacher
-        sn = cls(teacher.config, SearchSpace.from_teacher_config(teacher.config, **(space_overrides or {})))
+        space = SearchSpace.from_teacher_config(teacher.config, **(space_overrides or {}))
+        space.check_slices(teacher.config)
+        sn = cls(teacher.config, space)
         sn.source = source or getattr(teacher, "name_or_path", None) or None
         sn.load_teacher_weights(base)
         sn.eval()

@@ -15,7 +15,7 @@ from metanas.training.artifact import (
     TrainedSupernet,
     load_trained_supernet,
 )
-from metanas.training.checkpoint import CHECKPOINT_FILE, TrainingInterrupted, TrainState
+from metanas.training.checkpoint import CHECKPOINT_FILE, TrainingDiverged, TrainingInterrupted, TrainState
 from metanas.training.trainer import SupernetTrainer, TrainResult, train_supernet
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "TrainResult",
     "TrainState",
     "TrainedSupernet",
+    "TrainingDiverged",
     "TrainingInterrupted",
     "load_trained_supernet",
     "train_supernet",

@@ -25,6 +25,7 @@ from metanas.objectives.kd import make_teacher
 from metanas.space import SearchSpace
 from metanas.supernet.model import ElasticBert
 from metanas.supernet.rewire import permute_layer
+from metanas.training.checkpoint import load_torch_file
 
 SUPERNET_FILE = "supernet.pt"
 SUPERNET_FORMAT = "metanas.supernet/1"
@@ -123,7 +124,9 @@ def load_trained_supernet(run_dir: str | os.PathLike) -> TrainedSupernet:
     path = run_dir / SUPERNET_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no trained supernet at {str(path)!r}; run `metanas train-supernet` first")
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    data = load_torch_file(
+        path, "train again into another --out (or delete this train/ directory and stages.json to retrain here)"
+    )
     if data.get("format") != SUPERNET_FORMAT:
         raise ValueError(f"{str(path)!r} is not a metanas supernet file")
     meta = json.loads(data["meta_json"])

@@ -67,7 +67,7 @@ class Checkpoint:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Checkpoint:
         """Read a checkpoint (weights-only unpickling: no code runs on load)."""
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = load_torch_file(path, "delete it to train from step 0, or restore it")
         if data.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(
                 f"{str(path)!r} is not a metanas training checkpoint of this version ({CHECKPOINT_FORMAT})"
@@ -79,6 +79,21 @@ class Checkpoint:
             data["modules"],
             data["rng"],
         )
+
+
+def load_torch_file(path: str | os.PathLike, fix: str) -> dict[str, Any]:
+    """A torch file metanas wrote (weights-only unpickling); a damaged one is a ValueError naming it and `fix`."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch raises RuntimeError, OSError, EOFError or UnpicklingError for a truncated file
+        raise ValueError(
+            f"{str(path)!r} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:200]}); {fix}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{str(path)!r} is not a metanas file; {fix}")
+    return data
 
 
 # --------------------------------------------------------------------------- RNG state
@@ -139,6 +154,19 @@ class GracefulInterrupt:
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+
+
+class TrainingDiverged(ValueError):
+    """A training loss became NaN or infinite; nothing of that step was applied."""
+
+    def __init__(self, step: int, losses: dict[str, float], lr: float, checkpoint: Path | None) -> None:
+        bad = ", ".join(f"{k}={v}" for k, v in losses.items())
+        kept = f"the last checkpoint ({checkpoint}) is from before" if checkpoint else "no checkpoint was written yet"
+        super().__init__(
+            f"training diverged at step {step + 1}: non-finite loss ({bad}); {kept}. Lower training.lr "
+            f"(now {lr:g}), keep training.grad_clip > 0, or try training.bf16=false"
+        )
+        self.step = step
 
 
 class TrainingInterrupted(KeyboardInterrupt):

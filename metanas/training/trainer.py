@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import random
 import time
@@ -35,6 +36,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from metanas._io import atomic_dir, atomic_write_json, atomic_write_text
+from metanas._lock import RunLock
 from metanas.config import Recipe, recipe_changes
 from metanas.data import Collator, build_datasets, collate_rows
 from metanas.objectives.base import Objective
@@ -51,6 +53,7 @@ from metanas.training.checkpoint import (
     CHECKPOINT_FILE,
     Checkpoint,
     GracefulInterrupt,
+    TrainingDiverged,
     TrainingInterrupted,
     TrainState,
     rng_state,
@@ -365,6 +368,16 @@ class SupernetTrainer:
                 losses.setdefault("loss/inplace", []).append(logs["inplace"])
         return int(batch["attention_mask"].sum())
 
+    def _check_finite(self, losses: dict[str, list[float]]) -> None:
+        """Stop at the first non-finite loss, on every rank, before the optimizer applies anything."""
+        bad = {k: v for k, vs in losses.items() for v in vs if not math.isfinite(v)}
+        flag = torch.tensor(float(bool(bad)), device=self.device)
+        if self.world > 1:
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if flag.item():
+            checkpoint = self.ckpt_path if self.ckpt_path.is_file() else None
+            raise TrainingDiverged(self.state.step, bad, self.recipe.training.lr, checkpoint)
+
     def train_step(self, window: _Window) -> None:
         """One optimizer step over the sampling rule's subnets and `grad_accum` micro-batches."""
         t = self.recipe.training
@@ -373,6 +386,7 @@ class SupernetTrainer:
         losses: dict[str, list[float]] = {}
         self.ddp_model.train()
         tokens = sum(self._micro_step(archs, micro == t.grad_accum - 1, losses) for micro in range(t.grad_accum))
+        self._check_finite(losses)
         grad_norm = None
         if t.grad_clip > 0:
             grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), t.grad_clip))
@@ -519,5 +533,10 @@ def train_supernet(recipe: Recipe, run_dir: str | os.PathLike | None = None, res
     `resume=True` continues from `run_dir/checkpoint.pt` exactly; without it an
     existing checkpoint is an error, so a finished run is never overwritten by accident.
     Ctrl-C saves a checkpoint at the next step boundary and raises `TrainingInterrupted`.
+    The run directory is locked for the run (by rank 0 under torchrun or accelerate).
     """
-    return SupernetTrainer(recipe, run_dir, resume).run()
+    check_recipe(recipe)  # before the lock: a recipe that cannot train leaves no directory behind
+    target = run_dir if run_dir is not None else recipe.run_dir
+    main = int(os.environ.get("RANK", "0")) == 0
+    with RunLock(target) if main and target is not None else contextlib.nullcontext():
+        return SupernetTrainer(recipe, run_dir, resume).run()

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -56,9 +56,6 @@ from metanas.search.evolution import Evolution
 from metanas.search.warm.guard import TransferGuard
 from metanas.search.warm.seeding import SourceTask, diverse_top, source_tasks, transferred_incumbents
 from metanas.space import ArchConfig
-
-if TYPE_CHECKING:
-    from metanas.meta.history import HistoryStore
 
 ORIGIN_ANCHOR = "anchor"
 ORIGIN_PREDICTED = "predicted"
@@ -118,13 +115,16 @@ class WarmStartEvolution(Evolution):
         """The schedule plus the anchor round (the anchors within the budget) when a predictor is in use."""
         return super().planned_evaluations() + (len(self.anchors) if self.base is not None else 0)
 
-    def attach(self, history: HistoryStore | None, task_id: str, task_meta: Mapping[str, Any]) -> None:
+    @property
+    def wants_sources(self) -> bool:
+        return self.base is not None
+
+    def attach(self, task_meta: Mapping[str, Any], sources: Sequence[EvalRecord]) -> None:
         """Take the task's metadata (unless given) and previous tasks of this space as seeds."""
         if not self.task_meta:
             self.task_meta = dict(task_meta)
-        if history is not None and self.base is not None:
-            signature = self.space.signature()
-            self.add_sources([r for r in history.records(space_signature=signature) if r.task_id != task_id])
+        if self.base is not None:
+            self.add_sources(sources)
 
     def describe(self) -> StrategyEvent:
         return StrategyEvent(self.choice.message, {"transfer/warm_start": self.choice.message})
