@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from helpers import child_env, wait_until
-from synthetic import MINILM, drive, minilm_space, synthetic_evaluator, trained_tiny_evaluator
+from synthetic import MINILM, drive, minilm_space, synthetic_evaluator, synthetic_loss, trained_tiny_evaluator
 
 from metanas.cost import Budget, CostModel
 from metanas.evaluate import Evaluator
@@ -42,15 +42,6 @@ from metanas.space import ArchConfig, SearchSpace
 from metanas.tracking import Tracker, read_metrics
 
 SEEDS = range(7)
-
-
-def synthetic_loss(arch: ArchConfig) -> float:
-    """Lower for bigger subnets with diminishing returns, plus per-layer structure: heads pay
-    most in early layers, FFN width in late ones, so the best use of a budget is not uniform."""
-    gain = 3.0 * math.log(arch.hidden)
-    for i, (h, f) in enumerate(zip(arch.heads, arch.ffn)):
-        gain += (1.0 - 0.1 * i) * math.log(h) + (0.5 + 0.1 * i) * math.log(f / 96)
-    return 60.0 - gain
 
 
 def budgeted(space: SearchSpace, **limits: Any) -> tuple[CostModel, Budget]:

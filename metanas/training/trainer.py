@@ -426,6 +426,26 @@ class SupernetTrainer:
             metric = self.objective.metric_name
             tracker.log({f"val/{metric}/{role}": v for role, v in scores.items()}, step=self.state.step)
 
+    def _loop(self, tracker: Tracker, interrupt: GracefulInterrupt, progress: Any) -> dict[str, float]:
+        """Steps until `training.steps`, with logging, evaluation and checkpoints; the last logged losses."""
+        t = self.recipe.training
+        window, final_losses = _Window(), {}
+        while self.state.step < t.steps:
+            if self._stop_requested(interrupt):
+                self.save_checkpoint()
+                raise TrainingInterrupted(self.state.step, self.ckpt_path)
+            self.train_step(window)
+            step = self.state.step
+            if step % t.log_every == 0 or step == t.steps:
+                final_losses = self._log(window, tracker, progress)
+                window = _Window()
+            progress.update(1)
+            if t.eval_every and step % t.eval_every == 0 and step < t.steps:
+                self._log_eval(tracker, self.evaluate())
+            if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.steps:
+                self.save_checkpoint()
+        return final_losses
+
     # ----- the run -----------------------------------------------------------
     def run(self) -> TrainResult:
         """Train to `training.steps` (from the resumed step), then save the supernet; Ctrl-C checkpoints and raises."""
@@ -443,8 +463,7 @@ class SupernetTrainer:
             if not self.resume:
                 self.state.before = self.evaluate()
                 self._log_eval(tracker, self.state.before)
-            window, final_losses = _Window(), {}
-            progress = tqdm(
+            with tqdm(
                 total=t.steps,
                 initial=self.state.step,
                 disable=not self.is_main,
@@ -452,23 +471,8 @@ class SupernetTrainer:
                 unit="step",
                 dynamic_ncols=True,
                 mininterval=1.0,
-            )
-            while self.state.step < t.steps:
-                if self._stop_requested(interrupt):
-                    self.save_checkpoint()
-                    progress.close()
-                    raise TrainingInterrupted(self.state.step, self.ckpt_path)
-                self.train_step(window)
-                step = self.state.step
-                if step % t.log_every == 0 or step == t.steps:
-                    final_losses = self._log(window, tracker, progress)
-                    window = _Window()
-                progress.update(1)
-                if t.eval_every and step % t.eval_every == 0 and step < t.steps:
-                    self._log_eval(tracker, self.evaluate())
-                if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.steps:
-                    self.save_checkpoint()
-            progress.close()
+            ) as progress:  # closed before any error is reported, so the error is the last line
+                final_losses = self._loop(tracker, interrupt, progress)
             self.save_checkpoint()
             after = self.evaluate()
             self._log_eval(tracker, after)
