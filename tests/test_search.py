@@ -181,21 +181,17 @@ def test_run_search_outputs_history_and_tracking(tmp_path: Path) -> None:
     cm = CostModel(space, seq_len=128)
     history = HistoryStore(tmp_path / "history.db")
     ev = synthetic_evaluator(synthetic_loss)
+
+    def search(evaluator, **kw):
+        options = {"population_size": 8, "generations": 3, "parents": 3}
+        budget = {"non_embedding_params": "40%"}
+        return run_search(
+            evaluator, space, cm, budget, "evolution", options, tmp_path / "run", history=history,
+            task_id="synthetic", seed=0, **kw,
+        )  # fmt: skip
+
     with Tracker(tmp_path / "run", use_wandb=False) as tracker:
-        result = run_search(
-            ev,
-            space,
-            cm,
-            {"non_embedding_params": "40%"},
-            "evolution",
-            {"population_size": 8, "generations": 3, "parents": 3},
-            tmp_path / "run",
-            history=history,
-            task_id="synthetic",
-            seed=0,
-            tracker=tracker,
-            task_meta={"kind": "synthetic"},
-        )
+        result = search(ev, tracker=tracker, task_meta={"kind": "synthetic"})
     report = json.loads((tmp_path / "run" / RESULT_FILE).read_text())
     limit = report["budget"]["non_embedding_params"]
     assert result.num_evaluations == report["num_evaluations"] == 24 == ev.num_evaluations
@@ -227,18 +223,7 @@ def test_run_search_outputs_history_and_tracking(tmp_path: Path) -> None:
     assert any("search/pareto" in m for m in logged) and any("summary" in m for m in logged)
 
     # Running a finished search again evaluates nothing and records nothing.
-    again = run_search(
-        synthetic_evaluator(synthetic_loss),
-        space,
-        cm,
-        {"non_embedding_params": "40%"},
-        "evolution",
-        {"population_size": 8, "generations": 3, "parents": 3},
-        tmp_path / "run",
-        history=history,
-        task_id="synthetic",
-        seed=0,
-    )
+    again = search(synthetic_evaluator(synthetic_loss))
     assert again.best_arch == result.best_arch and len(history.records(run_id=result.run_id)) == 24
     with pytest.raises(ValueError, match="different search.*options"):
         run_search(

@@ -10,7 +10,6 @@ ones; `build_latency_predictor` measures archs and fits a `LatencyPredictor`.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -27,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig
 
-from metanas._io import atomic_write_json
+from metanas._io import atomic_write_json, read_json
 from metanas._threads import torch_threads
 from metanas.cost.latency_predictor import LatencyPredictor
 from metanas.space import ArchConfig, SearchSpace
@@ -206,7 +205,8 @@ class MeasuredLatency:
     ) -> None:
         self.sn, self.path = sn, path
         self.settings = (batch_size, seq_len, threads, warmup, runs)
-        self.cache: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
+        fix = "delete it to measure again"
+        self.cache: dict[str, float] = read_json(path, fix) if path.is_file() else {}
 
     def __call__(self, arch: ArchConfig) -> float:
         key = arch.to_json()
