@@ -4,7 +4,8 @@ The lock is `RUN_DIR/.metanas.lock`, held with `flock` for as long as the proces
 runs and holding the owner's pid, host, start time and command. The kernel drops a
 `flock` when its process dies, so a lock file left by a killed run is recognised as
 stale (it is reported and taken over); a live owner makes the second process refuse
-in one line that names it.
+in one line that names it. `flock` is local to a machine: on network filesystems that do
+not pass it on, two hosts sharing one run directory are not kept apart.
 """
 
 from __future__ import annotations
