@@ -223,10 +223,11 @@ def _plan_stages(r: Recipe, space: SearchSpace | None, budget: Budget, timing: T
     return lines
 
 
-def _teacher_lines(r: Recipe, teacher: TeacherInfo, budget: Budget, measure: bool) -> tuple[list[str], Timing | None]:
+def _teacher_lines(
+    r: Recipe, teacher: TeacherInfo, space: SearchSpace, budget: Budget, measure: bool
+) -> tuple[list[str], Timing | None]:
     """The teacher, the absolute budgets and the space (when the config resolved), and the timing."""
     c = teacher.config
-    space = SearchSpace.from_teacher_config(c, **r.space)
     top = space.largest()
     lines = [
         f"  teacher: {c.model_type}, {c.num_hidden_layers} layers, hidden {c.hidden_size}, "
@@ -284,7 +285,7 @@ def plan(recipe: Recipe, run_dir: str | os.PathLike, measure: bool = True) -> st
     lines += [f"  warning: {w}" for w in preflight(r, teacher.config, space)]
     timing = None
     if teacher.config is not None:
-        more, timing = _teacher_lines(r, teacher, budget, measure)
+        more, timing = _teacher_lines(r, teacher, space, budget, measure)
         lines += more
     lines.append("stages:")
     lines += _plan_stages(r, space, budget, timing)

@@ -58,6 +58,7 @@ from metanas.training import TOKENIZER_DIR, TrainedSupernet, load_trained_supern
 logger = logging.getLogger(__name__)
 
 STAGE_NAMES = tuple(s.name for s in STAGES)
+STAGE_BY_NAME = {s.name: s for s in STAGES}
 
 
 class CompressInterrupted(KeyboardInterrupt):
@@ -239,7 +240,7 @@ class CompressRun:
     # ----- stage control -------------------------------------------------
     def did_work(self, name: str) -> bool:
         """Whether stage `name` left outputs in the run directory (a start that failed early left none)."""
-        stage = next(s for s in STAGES if s.name == name)
+        stage = STAGE_BY_NAME[name]
         return any((self.run_dir / entry).exists() for entry in stage.outputs)
 
     def _check_recorded(self, log: StageLog, redo_allowed: Callable[[str], bool]) -> list[str]:
@@ -270,7 +271,7 @@ class CompressRun:
 
     def clear_outputs(self, name: str) -> None:
         """Remove what stage `name` wrote into the run directory."""
-        stage = next(s for s in STAGES if s.name == name)
+        stage = STAGE_BY_NAME[name]
         for entry in stage.outputs:
             path = self.run_dir / entry
             if path.is_dir():
@@ -332,7 +333,7 @@ class CompressRun:
         return log
 
     def _run_stage(self, name: str, log: StageLog) -> None:
-        stage = next(s for s in STAGES if s.name == name)
+        stage = STAGE_BY_NAME[name]
         started = time.perf_counter()
         logger.info("stage %d/%d %s", STAGE_NAMES.index(name) + 1, len(STAGES), name)
         log.start(name, self.fingerprints[name], self.inputs[name])

@@ -28,7 +28,7 @@ from metanas.pipeline.verify import baseline_archs, ranked_archs, verified
 from metanas.search.runner import run_search
 from metanas.space import ArchConfig
 from metanas.supernet.convert import load_teacher_model
-from metanas.supernet.export import ARCH_FILE, export
+from metanas.supernet.export import ARCH_FILE, write_model_dir
 from metanas.tracking import read_metrics
 from metanas.training import CHECKPOINT_FILE, SUPERNET_FILE, train_supernet
 from metanas.training.distill import distill, save_weights
@@ -168,7 +168,7 @@ def _export_one(
     """Export `arch`, distil it when asked, and move it into `out` only when finished."""
     e = run.recipe.export
     with atomic_dir(out, overwrite=True) as tmp:
-        export(run.trained.supernet, arch, tmp, tokenizer=run.tokenizer, overwrite=True, extra_info={"role": name})
+        write_model_dir(run.trained.supernet, arch, tmp, tokenizer=run.tokenizer, extra_info={"role": name})
         distill_info = None
         if teacher is not None:
             model = AutoModel.from_pretrained(str(tmp), trust_remote_code=True)

@@ -108,7 +108,6 @@ class Strategy(ABC):
         self.feasible = feasible or _always_feasible
         self.sampler = sampler
         self.seed = seed
-        self.max_tries = config.max_tries
         self.rng = random.Random(seed)
         self.generation = 0
         self.evaluated: dict[ArchConfig, Evaluation] = {}
@@ -224,7 +223,7 @@ class Strategy(ABC):
 
     def _propose(self, make: Callable[[], ArchConfig], origin: str) -> ArchConfig | None:
         """Call `make` up to `max_tries` times until it yields a new feasible arch, and register it."""
-        for _ in range(self.max_tries):
+        for _ in range(self.config.max_tries):
             arch = make()
             if self.is_new(arch) and self.feasible(arch):
                 self._pending[arch] = origin

@@ -105,8 +105,11 @@ class NSGA2(Strategy):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.cost_key = self.config.cost_key
         self.population: list[ArchConfig] = []
+
+    @property
+    def cost_key(self) -> str:
+        return self.config.cost_key
 
     def _schedule_over(self) -> bool:
         return self.generation >= self.config.generations

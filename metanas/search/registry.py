@@ -49,7 +49,6 @@ class ResolvedStrategy:
     options: dict[str, Any]
     warm_start: WarmStartChoice | None
     message: str
-    unused_options: tuple[str, ...] = ()
 
 
 def resolve_strategy(strategy: str, options: Mapping[str, Any], warm_start: str) -> ResolvedStrategy:
@@ -69,4 +68,4 @@ def resolve_strategy(strategy: str, options: Mapping[str, Any], warm_start: str)
     if unused:
         logger.warning("no meta-predictor, so the warm-start options %s are not used", ", ".join(unused))
     kept = {k: v for k, v in options.items() if k in plain}
-    return ResolvedStrategy("evolution", kept, choice, choice.message, unused)
+    return ResolvedStrategy("evolution", kept, choice, choice.message)

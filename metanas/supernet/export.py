@@ -172,22 +172,38 @@ def export(
     out = Path(out_dir)
     check_replaceable(out, overwrite)
     with atomic_dir(out, overwrite=True) as tmp:
-        model = build_subnet_model(sn, arch)
-        model.save_pretrained(tmp, safe_serialization=True)
-        if isinstance(model.config, MetanasBertConfig):
-            for f in REMOTE_FILES:
-                shutil.copy2(REMOTE_DIR / f, tmp / f)
-        _save_tokenizer(sn, tokenizer, tmp)
-        info = {
-            "arch": arch.to_dict(),
-            "space_signature": sn.space.signature(),
-            "teacher": shareable(sn.source),
-            "params": sn.space.params(arch),
-            "vanilla": not isinstance(model.config, MetanasBertConfig),
-            **(extra_info or {}),
-        }
-        atomic_write_json(info, tmp / ARCH_FILE)
+        write_model_dir(sn, arch, tmp, tokenizer=tokenizer, extra_info=extra_info)
     return out
+
+
+def write_model_dir(
+    sn: ElasticBert,
+    arch: ArchConfig,
+    target: Path,
+    *,
+    tokenizer: Any = None,
+    extra_info: dict[str, Any] | None = None,
+) -> None:
+    """The files of the exported model for `arch` in the (new, empty) directory `target`.
+
+    Not atomic by itself: `export` calls it inside a temporary directory, and so does a
+    caller that changes the model further before moving it into place.
+    """
+    model = build_subnet_model(sn, arch)
+    model.save_pretrained(target, safe_serialization=True)
+    if isinstance(model.config, MetanasBertConfig):
+        for f in REMOTE_FILES:
+            shutil.copy2(REMOTE_DIR / f, target / f)
+    _save_tokenizer(sn, tokenizer, target)
+    info = {
+        "arch": arch.to_dict(),
+        "space_signature": sn.space.signature(),
+        "teacher": shareable(sn.source),
+        "params": sn.space.params(arch),
+        "vanilla": not isinstance(model.config, MetanasBertConfig),
+        **(extra_info or {}),
+    }
+    atomic_write_json(info, target / ARCH_FILE)
 
 
 def load_subnet_weights(sn: ElasticBert, arch: ArchConfig, model: nn.Module) -> None:

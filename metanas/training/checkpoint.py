@@ -29,7 +29,6 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = "metanas.train-checkpoint/2"
-MODULES = ("model", "objective", "optimizer", "scheduler")
 
 
 @dataclass
@@ -45,7 +44,8 @@ class TrainState:
 
 @dataclass
 class Checkpoint:
-    """A `TrainState`, the recipe it ran, and the states of the modules (`MODULES`) and of each rank's RNGs."""
+    """A `TrainState`, the recipe it ran, and the states of the modules (model, objective, optimizer,
+    scheduler) and of each rank's RNGs."""
 
     state: TrainState
     world_size: int

@@ -266,7 +266,7 @@ class WarmStartEvolution(Evolution):
         make = self.child_maker(count)
         out: dict[ArchConfig, None] = {}
         for i in range(count):
-            for _ in range(self.max_tries):
+            for _ in range(self.config.max_tries):
                 child = make(i)
                 if child not in out and self.is_new(child) and self.feasible(child):
                     out[child] = None
