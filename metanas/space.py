@@ -353,6 +353,52 @@ class SearchSpace:
                 ffn.append(src.ffn[i])
         return ArchConfig(depth, hidden, tuple(heads), tuple(ffn))
 
+    def _shrink_moves(self, arch: ArchConfig, floor: ArchConfig | None) -> list[tuple[str, int]]:
+        """The genes of `arch` above both the smallest choice and `floor`'s gene (layers `floor` lacks: no floor)."""
+
+        def above(name: str, choices: tuple[int, ...]) -> list[tuple[str, int]]:
+            low = min(choices)
+            theirs = getattr(floor, name) if floor is not None else ()
+            limits = [max(low, theirs[i]) if i < len(theirs) else low for i in range(arch.depth)]
+            return [(name, i) for i, (v, limit) in enumerate(zip(getattr(arch, name), limits)) if v > limit]
+
+        moves: list[tuple[str, int]] = []
+        if arch.depth > max(min(self.depth_choices), floor.depth if floor else 0):
+            moves.append(("depth", 0))
+        if arch.hidden > max(min(self.hidden_choices), floor.hidden if floor else 0):
+            moves.append(("hidden", 0))
+        return moves + above("heads", self.head_choices) + above("ffn", self.ffn_choices)
+
+    def shrink(self, arch: ArchConfig, rng: RngLike = None, floor: ArchConfig | None = None) -> ArchConfig | None:
+        """`arch` one random step smaller, or None when no gene can shrink (down to `floor`, if given).
+
+        The move is uniform over those available: depth one choice down (dropping the last
+        layers), hidden one choice down (only when hidden is elastic), or one layer's heads or
+        FFN size one choice down; with a `floor` (e.g. a mutant's parent) only genes above the
+        floor's move, so repeated shrinks undo growth and keep the rest of the child. Every cost
+        in this package (params, FLOPs, latency) grows with every size, so shrinking an
+        over-budget arch moves it towards the budget, and an arch no larger than a feasible
+        floor is feasible; repair relies on that. Chains are finite: every move lowers a choice.
+        """
+        r = _as_rng(rng)
+        moves = self._shrink_moves(arch, floor)
+        if not moves:
+            return None
+
+        def lower(choices: tuple[int, ...], v: int) -> int:
+            return max(c for c in choices if c < v)
+
+        name, i = r.choice(moves)
+        if name == "depth":
+            d = lower(self.depth_choices, arch.depth)
+            return ArchConfig(d, arch.hidden, arch.heads[:d], arch.ffn[:d])
+        if name == "hidden":
+            return ArchConfig(arch.depth, lower(self.hidden_choices, arch.hidden), arch.heads, arch.ffn)
+        values = list(getattr(arch, name))
+        values[i] = lower(self.head_choices if name == "heads" else self.ffn_choices, values[i])
+        heads, ffn = (tuple(values), arch.ffn) if name == "heads" else (arch.heads, tuple(values))
+        return ArchConfig(arch.depth, arch.hidden, heads, ffn)
+
     # ----- costs ----------------------------------------------------------
     def embedding_params(self, arch: ArchConfig) -> int:
         """Embedding matrices only (word, position, token type): what 'non-embedding' excludes."""

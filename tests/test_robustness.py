@@ -415,7 +415,9 @@ def test_shared_outputs_carry_no_absolute_path_of_this_machine(finished):
         assert not leaked, (rel, leaked)
     report = json.loads((finished / "report.json").read_text())
     assert report["recipe"]["search"]["history"] == "history.db"
-    assert report["search"]["warm_start"].startswith("warm start from metanas/checkpoints/meta_predictor.safetensors")
+    # `auto` with no other task in the history: the shipped predictor, named relative to its package
+    line = report["search"]["warm_start"]
+    assert line.startswith("warm start auto: shipped predictor (metanas/checkpoints/meta_predictor.safetensors")
     with HistoryStore(finished.parent / "history.db") as store:
         assert {r.task_id for r in store.records()} == {"builtin/kd"}
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import replace
 
 from metanas.cost.budget import BUDGET_KEYS, Budget
 from metanas.cost.latency_predictor import LatencyPredictor
@@ -136,31 +135,10 @@ class CostModel:
                 return arch
         arch = self.space.sample(r)
         while not self.feasible(arch, absolute):
-            arch = self._shrink(arch, r)
+            smaller = self.space.shrink(arch, r)
+            if smaller is None:
+                raise ValueError(
+                    "sample_feasible: the smallest arch no longer fits the budget (a noisy latency source?)"
+                )
+            arch = smaller
         return arch
-
-    def _shrink(self, arch: ArchConfig, r: random.Random) -> ArchConfig:
-        """One step towards the smallest arch in a random dimension that can still shrink."""
-        s = self.space
-
-        def lower(choices: tuple[int, ...], v: int) -> int:
-            return max(c for c in choices if c < v)
-
-        moves: list[tuple[str, int]] = []
-        if arch.depth > min(s.depth_choices):
-            moves.append(("depth", 0))
-        if arch.hidden > min(s.hidden_choices):
-            moves.append(("hidden", 0))
-        moves += [("heads", i) for i, v in enumerate(arch.heads) if v > min(s.head_choices)]
-        moves += [("ffn", i) for i, v in enumerate(arch.ffn) if v > min(s.ffn_choices)]
-        if not moves:
-            raise ValueError("sample_feasible: the smallest arch no longer fits the budget (a noisy latency source?)")
-        name, i = r.choice(moves)
-        if name == "depth":
-            d = lower(s.depth_choices, arch.depth)
-            return ArchConfig(d, arch.hidden, arch.heads[:d], arch.ffn[:d])
-        if name == "hidden":
-            return replace(arch, hidden=lower(s.hidden_choices, arch.hidden))
-        values = list(getattr(arch, name))
-        values[i] = lower(s.head_choices if name == "heads" else s.ffn_choices, values[i])
-        return replace(arch, **{name: tuple(values)})

@@ -1,4 +1,4 @@
-"""Text sources (builtin corpus, local files, hub datasets) and the hash-based train/validation split.
+"""Text sources (builtin corpus, local files, packaged corpora, hub datasets) and the hash-based split.
 
 Everything ends up as a `datasets.Dataset` with a ``text`` column (plus ``label`` for
 classification), split by a content hash so the split survives corpus growth.
@@ -17,12 +17,35 @@ from datasets import ClassLabel, Dataset, Features, Value
 from metanas._paths import is_hub_id
 from metanas.config import DataConfig, is_fraction
 from metanas.data.corpus import builtin_corpus
+from metanas.data.orange_tab import read_orange_tab
+from metanas.data.packaged import PREFIX as PACKAGED_PREFIX
+from metanas.data.packaged import load_packaged
 
-_LOADERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+# Extension (compound ones included) -> how its files load, in the order error messages list
+# them: the common formats, then the corpus ones. .tab is Orange's format, .cor (gensim's line
+# corpora) one document per line; ``datasets`` decompresses .csv.bz2 and .csv.gz itself.
+_LOADERS = {
+    ".csv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".parquet": "parquet",
+    ".txt": "text",
+    ".tab": "orange-tab",
+    ".cor": "lines",
+    ".csv.bz2": "csv",
+    ".csv.gz": "csv",
+}
 
 
 def content_digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _read_utf8(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); re-encode it as UTF-8") from exc
 
 
 def _read_txt(path: Path) -> list[str]:
@@ -30,33 +53,60 @@ def _read_txt(path: Path) -> list[str]:
 
     Lines inside a paragraph are joined with a space (hard-wrapped prose).
     """
-    content = path.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
+    content = _read_utf8(path)
     if re.search(r"\n\s*\n", content.strip()):
         blocks = re.split(r"\n\s*\n", content)
         return [" ".join(line.strip() for line in block.splitlines() if line.strip()) for block in blocks]
     return [line.strip() for line in content.splitlines()]
 
 
+def _read_lines(path: Path) -> list[str]:
+    """One document per line, as gensim's line corpora are; blank lines are dropped later as empty texts."""
+    return _read_utf8(path).splitlines()
+
+
+_TEXT_READERS = {"text": _read_txt, "lines": _read_lines}
+
+
+def _extension(path: Path) -> str:
+    """The file's extension as `_LOADERS` knows it (``.csv.bz2`` before ``.bz2``), else its last suffix."""
+    name = path.name.lower()
+    return max((ext for ext in _LOADERS if name.endswith(ext)), key=len, default=path.suffix.lower())
+
+
+def _load_orange_tabs(files: list[Path]) -> Dataset:
+    tables = [read_orange_tab(path) for path in files]
+    for path, table in zip(files[1:], tables[1:]):
+        if table.column_names != tables[0].column_names:
+            raise ValueError(
+                f"{path} has columns {table.column_names}, {files[0]} has {tables[0].column_names}; "
+                "the .tab files of one source must share their columns"
+            )
+    return datasets.concatenate_datasets(tables)
+
+
 def _load_files(files: list[Path]) -> Dataset:
-    kind = _LOADERS[files[0].suffix.lower()]
-    if kind == "text":
-        documents = [doc for path in files for doc in _read_txt(path)]
+    kind = _LOADERS[_extension(files[0])]
+    if kind in _TEXT_READERS:
+        documents = [doc for path in files for doc in _TEXT_READERS[kind](path)]
         return Dataset.from_dict({"text": documents}, features=Features({"text": Value("string")}))
+    if kind == "orange-tab":
+        return _load_orange_tabs(files)
     return datasets.load_dataset(kind, data_files=[str(p) for p in files], split="train")
 
 
 def _data_files(path: Path) -> list[Path]:
     """The files a path stands for: itself, or a directory's files that share one supported format."""
-    supported = ", ".join(sorted(_LOADERS))
+    supported = ", ".join(_LOADERS)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _LOADERS)
+        files = sorted(p for p in path.iterdir() if p.is_file() and _extension(p) in _LOADERS)
         if not files:
             raise ValueError(f"directory {str(path)!r} has no data files; supported extensions: {supported}")
-        kinds = {_LOADERS[p.suffix.lower()] for p in files}
+        kinds = {_LOADERS[_extension(p)] for p in files}
         if len(kinds) > 1:
             raise ValueError(f"directory {str(path)!r} mixes data formats ({', '.join(sorted(kinds))})")
         return files
-    if path.suffix.lower() not in _LOADERS:
+    if _extension(path) not in _LOADERS:
         raise ValueError(
             f"unsupported file extension {path.suffix or '(none)'!r} for {str(path)!r}; supported: {supported}"
         )
@@ -66,6 +116,8 @@ def _data_files(path: Path) -> list[Path]:
 def _load_raw(cfg: DataConfig) -> Dataset:
     if cfg.source == "builtin":
         return builtin_corpus()
+    if cfg.source.startswith(PACKAGED_PREFIX):
+        return load_packaged(cfg.source[len(PACKAGED_PREFIX) :])
     path = Path(cfg.source).expanduser()
     if path.exists():
         return _load_files(_data_files(path))

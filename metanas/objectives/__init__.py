@@ -17,7 +17,7 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "kd": ("relation_heads", "hidden_weight", "temperature"),
     "mlm": ("mask_prob", "tokenizer"),
     "contrastive": ("temperature", "pooling", "deletion_prob"),
-    "task": ("dropout",),
+    "task": ("dropout", "metric"),
 }
 
 _NAMES = {

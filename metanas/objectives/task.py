@@ -30,18 +30,29 @@ NO_LABELS_MESSAGE = "task objective needs labels: set data.label_column"
 
 
 class TaskObjective(Objective):
-    """Cross entropy on `labels`; validation metric `accuracy` (higher is better)."""
+    """Cross entropy on `labels`; validation metric `accuracy` (higher is better) or `cross_entropy`.
+
+    Accuracy on a small validation set takes few distinct values, so many archs tie;
+    `metric="cross_entropy"` (lower is better) ranks them on a continuous scale.
+    """
 
     name = "task"
     metric_name = "accuracy"
     higher_is_better = True
     needs_labels = True
+    METRICS = ("accuracy", "cross_entropy")
 
-    def __init__(self, sn: ElasticBert, num_labels: int, dropout: float | None = None) -> None:
+    def __init__(
+        self, sn: ElasticBert, num_labels: int, dropout: float | None = None, metric: str = "accuracy"
+    ) -> None:
         """`dropout` defaults to the config's classifier_dropout, else hidden_dropout_prob."""
         super().__init__()
         if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 2:
             raise ValueError(f"TaskObjective: num_labels must be an integer >= 2, got {num_labels!r}")
+        if metric not in self.METRICS:
+            raise ValueError(f"TaskObjective: metric must be one of {', '.join(self.METRICS)}, got {metric!r}")
+        self.metric_name = metric
+        self.higher_is_better = metric == "accuracy"
         config = sn.config
         if dropout is None:
             dropout = getattr(config, "classifier_dropout", None)
@@ -86,15 +97,16 @@ class TaskObjective(Objective):
         return loss, {"task": loss.detach().item(), "train_accuracy": acc.item()}
 
     def evaluate(self, sn: ElasticBert, arch: ArchConfig, batches: list[dict[str, torch.Tensor]]) -> float:
-        """Fraction of validation examples classified correctly."""
+        """Fraction of validation examples classified correctly, or their mean cross entropy."""
         check_batches("TaskObjective", batches)
         device = module_device(sn)
-        correct, total = 0, 0
+        correct, total, nll = 0, 0, 0.0
         with evaluation(sn, self):
             for batch in batches:
                 batch = to_device(batch, device)
                 labels = self._labels(batch)
-                pred = self.logits(sn, batch, arch).argmax(-1)
-                correct += int((pred == labels).sum())
+                logits = self.logits(sn, batch, arch).float()
+                correct += int((logits.argmax(-1) == labels).sum())
+                nll += float(F.cross_entropy(logits, labels, reduction="sum"))
                 total += labels.numel()
-        return correct / total
+        return correct / total if self.metric_name == "accuracy" else nll / total

@@ -145,7 +145,7 @@ def search_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict
         history_url = history.url
     return {
         "strategy": strategy.name,
-        "warm_start": strategy.message,
+        "warm_start": result.warm_start or strategy.message,
         "history": history_url,
         "best_arch": result.best_arch.to_dict(),
         "best_metric": result.best_metric,

@@ -2,7 +2,7 @@
 
 - `configs`: every strategy's options as frozen dataclasses (no torch: recipes read them);
 - `base`: `Strategy`, `Evaluation`, `StrategyEvent`;
-- `random_search`, `evolution`, `nsga2`: the strategies; `warm/` the warm start;
+- `random_search`, `evolution`, `nsga2`, `aging`: the strategies; `warm/` the warm start;
 - `registry`: strategies by name, `make_strategy`, `resolve_strategy`;
 - `runner`: `run_search` (evaluate, record, checkpoint, resume, report); `plots`.
 
@@ -16,6 +16,7 @@ from metanas._lazy import lazy_attributes
 _NAMES = {
     "Strategy": "base",
     "Evaluation": "base",
+    "AgingEvolution": "aging",
     "StrategyEvent": "base",
     "Evolution": "evolution",
     "NSGA2": "nsga2",

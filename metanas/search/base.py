@@ -22,6 +22,8 @@ from metanas.search.configs import StrategyConfig
 from metanas.space import ArchConfig, SearchSpace
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from metanas.meta.history import EvalRecord
 
 Feasible = Callable[[ArchConfig], bool]
@@ -113,6 +115,7 @@ class Strategy(ABC):
         self.evaluated: dict[ArchConfig, Evaluation] = {}
         self._pending: dict[ArchConfig, str] = {}
         self._exhausted = False
+        self.rejections = 0  # candidates `_propose` threw away (infeasible or seen): what repair saves
 
     # ----- the interface ---------------------------------------------------
     @abstractmethod
@@ -164,10 +167,11 @@ class Strategy(ABC):
         return False
 
     def attach(  # noqa: B027 - an optional hook, a no-op unless a strategy needs it
-        self, task_meta: Mapping[str, Any], sources: Sequence[EvalRecord]
+        self, task_meta: Mapping[str, Any], sources: Sequence[EvalRecord], run_dir: Path | None = None
     ) -> None:
-        """Called once before the search starts or resumes: what is known of the task, and (when
-        `wants_sources`) the previous tasks' evaluations in this space, frozen for the whole search."""
+        """Called once before the search starts or resumes: what is known of the task, (when
+        `wants_sources`) the previous tasks' evaluations in this space, frozen for the whole search,
+        and the run directory, where a strategy may keep files its resume needs."""
 
     def describe(self) -> StrategyEvent | None:
         """How this search starts (e.g. which predictor it uses), logged once by the runner."""
@@ -192,6 +196,7 @@ class Strategy(ABC):
             "evaluated": [e.to_dict() for e in self.evaluated.values()],
             "pending": [[arch.to_dict(), origin] for arch, origin in self._pending.items()],
             "exhausted": self._exhausted,
+            "rejections": self.rejections,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -208,6 +213,7 @@ class Strategy(ABC):
             self.evaluated[e.arch] = e
         self._pending = {ArchConfig.from_dict(a): origin for a, origin in state["pending"]}
         self._exhausted = bool(state["exhausted"])
+        self.rejections = int(state.get("rejections", 0))  # absent from states saved before it was counted
 
     # ----- helpers for subclasses -------------------------------------------
     def origin(self, arch: ArchConfig) -> str:
@@ -228,7 +234,31 @@ class Strategy(ABC):
             if self.is_new(arch) and self.feasible(arch):
                 self._pending[arch] = origin
                 return arch
+            self.rejections += 1
         return None
+
+    def repaired(self, arch: ArchConfig, parent: ArchConfig | None = None) -> ArchConfig:
+        """`arch` if feasible, else the first feasible arch on a chain of random `space.shrink` moves from it.
+
+        Costs grow with every size (params, FLOPs and latency all do here), so shrinking walks
+        an over-budget child back into the budget. With the mutant's `parent`, the chain first
+        only undoes the genes the mutation grew (an arch no larger than a feasible parent is
+        feasible), keeping the genes it shrank or left alone; then, or without a parent, any
+        gene may shrink. Every move lowers one choice, so the chain is bounded; when it ends at
+        the smallest arch still infeasible, `arch` comes back unchanged and the caller rejects
+        and redraws it. A feasible `arch` costs no randomness: nothing changes under a loose budget.
+        """
+        if self.feasible(arch):
+            return arch
+        current = arch
+        for floor in (parent, None) if parent is not None else (None,):
+            smaller = self.space.shrink(current, self.rng, floor)
+            while smaller is not None:
+                if self.feasible(smaller):
+                    return smaller
+                current = smaller
+                smaller = self.space.shrink(current, self.rng, floor)
+        return arch
 
     def _sample(self) -> ArchConfig:
         return self.sampler(self.rng) if self.sampler is not None else self.space.sample(self.rng)

@@ -10,6 +10,7 @@ NSGA-II and the warm start.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -18,6 +19,9 @@ from metanas._options import check_options
 
 DEFAULT_MAX_TRIES = 500
 MIN_UNFILTERED_SHARE = 0.1  # the predictor never chooses every evaluation of a warm-started round
+WARM_SCORERS = ("meta", "proxy", "target")  # what ranks a warm-started search's proposals
+AGING_POPULATION_SHARE = 0.1  # of the evaluations, in the first population of a budget-sized aging evolution
+AGING_TOURNAMENT_SHARE = 0.4  # of that population, in each tournament: short searches need selection pressure
 
 
 def _at_least(owner: str, minimum: int, **values: Any) -> None:
@@ -75,13 +79,22 @@ class RandomConfig(StrategyConfig):
 
 
 @dataclass(frozen=True)
-class VariationConfig(StrategyConfig):
-    """How offspring are made: per-layer mutation probability, depth/hidden mutation, crossover mixing."""
+class MutationConfig(StrategyConfig):
+    """How mutants are made: per-layer mutation probability, depth/hidden mutation, and repair.
+
+    `repair`: an over-budget child is shrunk one random step at a time until it fits
+    (`Strategy.repaired`) instead of being thrown away and redrawn. Under a tight budget
+    most raw children are infeasible, so redrawing wastes draws and pulls the offspring
+    towards whatever mutation happens to land inside the budget; repair keeps the child
+    near its parent. Off by default for evolution, NSGA-II and the warm start (their runs and
+    the warm-start guard's tuning stay as they were); on for aging evolution and in
+    `EvolutionConfig.for_budget`, the strong cold baselines.
+    """
 
     mutation_prob: float = 0.2
     depth_prob: float = 0.4
     hidden_prob: float = 0.4
-    crossover_prob: float = 0.5
+    repair: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -92,8 +105,20 @@ class VariationConfig(StrategyConfig):
             mutation_prob=self.mutation_prob,
             depth_prob=self.depth_prob,
             hidden_prob=self.hidden_prob,
-            crossover_prob=self.crossover_prob,
         )
+        if not isinstance(self.repair, bool):
+            raise ValueError(f"{self.owner}: repair must be true or false, got {self.repair!r}")
+
+
+@dataclass(frozen=True)
+class VariationConfig(MutationConfig):
+    """Mutation (`MutationConfig`, repair included) plus uniform crossover mixing `crossover_prob`."""
+
+    crossover_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _in_range(self.owner, 0.0, 1.0, crossover_prob=self.crossover_prob)
 
 
 @dataclass(frozen=True)
@@ -134,6 +159,23 @@ class EvolutionConfig(VariationConfig):
     def planned_evaluations(self) -> int:
         return self.population_size * self.generations
 
+    @classmethod
+    def for_budget(cls, evaluations: int, **options: Any) -> EvolutionConfig:
+        """A config whose schedule fits `evaluations` (leaving fewer than `generations` unused); `options` as given.
+
+        The defaults (50 x 20, top 10) are AutoFormer's for 1000 evaluations; a smaller budget
+        keeps their shape instead of running 50 random archs and a handful of generations:
+        population ~ sqrt(2.5 x evaluations) (so 1000 gives 50 x 20 and 256 gives 25 x 10),
+        generations = evaluations // population rounded, parents = a fifth of the population
+        (at least 2, so crossover has two parents). It is meant as a strong cold baseline, so
+        `repair` is on unless `options` say otherwise.
+        """
+        _at_least(f"{cls.__name__}.for_budget", 2, evaluations=evaluations)
+        generations = max(1, round(evaluations / math.sqrt(2.5 * evaluations)))
+        population = evaluations // generations
+        sizes = {"population_size": population, "generations": generations, "parents": max(2, population // 5)}
+        return cls(**{**sizes, "repair": True, **options})
+
 
 @dataclass(frozen=True)
 class NSGA2Config(VariationConfig):
@@ -155,6 +197,60 @@ class NSGA2Config(VariationConfig):
 
 
 @dataclass(frozen=True)
+class AgingEvolutionConfig(MutationConfig):
+    """Regularized (aging) evolution (Real et al. 2019): `num_samples` evaluations in all.
+
+    A population of `population_size` (first random); each child mutates the best of
+    `sample_size` members drawn from it, joins it, and pushes out the oldest member.
+    `batch_size` children are proposed per `ask` from the same population.
+    """
+
+    objective_counts: ClassVar[tuple[int, ...]] = (1,)
+
+    repair: bool = True  # a new strategy with no runs to keep: repair helps it (see `MutationConfig`)
+    population_size: int = 50
+    sample_size: int = 10
+    num_samples: int = 1000
+    batch_size: int = 10
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least(
+            "AgingEvolution",
+            1,
+            population_size=self.population_size,
+            sample_size=self.sample_size,
+            num_samples=self.num_samples,
+            batch_size=self.batch_size,
+        )
+        if self.sample_size > self.population_size:
+            raise ValueError(
+                "AgingEvolution: sample_size must be <= population_size (a tournament draws from the population), "
+                f"got {self.sample_size} > {self.population_size}"
+            )
+        if self.population_size > self.num_samples:
+            raise ValueError(
+                "AgingEvolution: population_size must be <= num_samples (the first population is part of the "
+                f"evaluations), got {self.population_size} > {self.num_samples}"
+            )
+
+    def planned_evaluations(self) -> int:
+        return self.num_samples
+
+    @classmethod
+    def for_budget(cls, evaluations: int, **options: Any) -> AgingEvolutionConfig:
+        """A config that spends exactly `evaluations`, with the population and tournament scaled to it.
+
+        AGING_POPULATION_SHARE of the budget is the first population (at most 50, the default for
+        1000), and a tournament takes AGING_TOURNAMENT_SHARE of the population (at least 2, so selection acts).
+        """
+        _at_least(f"{cls.__name__}.for_budget", 2, evaluations=evaluations)
+        population = max(2, min(50, round(AGING_POPULATION_SHARE * evaluations)))
+        sample = max(2, round(AGING_TOURNAMENT_SHARE * population))
+        return cls(population_size=population, sample_size=sample, num_samples=evaluations, **options)
+
+
+@dataclass(frozen=True)
 class WarmStartConfig(EvolutionConfig):
     """Evolution warm-started by the meta-predictor (see `metanas.search.warm`).
 
@@ -166,11 +262,16 @@ class WarmStartConfig(EvolutionConfig):
     `adapt_steps` at `adapt_lr` every round; a target-only model trains
     `target_epochs`. The guard falls back after `guard_patience` losses to the params
     proxy, and to plain evolution below `plain_tau`.
-    `warm_start` is which predictor: "auto" (the shipped default when it loads), "off" or
-    a file (recipes set it as `search.warm_start`).
+    `warm_start` is which predictor: "auto" (one meta-trained on the user's history when it
+    holds enough tasks of this space, else the shipped default when it loads), "off" or a
+    file (recipes set it as `search.warm_start`). `scorer` is what ranks the proposals:
+    "meta" (the predictor), or one of two baselines on the same rounds that use no
+    source task and no predictor file: "proxy" (parameter count, larger is better) and
+    "target" (a model fitted on the target's own evaluations only).
     """
 
     warm_start: str = "auto"
+    scorer: str = "meta"
     pool_size: int = 2000
     candidate_factor: int = 10
     unfiltered_share: float = 0.2
@@ -204,6 +305,15 @@ class WarmStartConfig(EvolutionConfig):
         )
         if self.beta < 0 or self.diversity < 0:
             raise ValueError("WarmStartEvolution: beta and diversity must be >= 0")
+        if self.scorer not in WARM_SCORERS:
+            raise ValueError(
+                f"WarmStartEvolution: scorer must be one of {', '.join(WARM_SCORERS)}, got {self.scorer!r}"
+            )
+        if self.scorer != "meta" and self.warm_start != "auto":
+            raise ValueError(
+                f"WarmStartEvolution: scorer={self.scorer!r} ranks without a predictor file, so warm_start must "
+                f"stay 'auto', got {self.warm_start!r}"
+            )
 
 
 # Strategy name -> the config that holds its options. `warm_evolution` is what `evolution`
@@ -212,6 +322,7 @@ STRATEGY_CONFIGS: dict[str, type[StrategyConfig]] = {
     "random": RandomConfig,
     "evolution": EvolutionConfig,
     "nsga2": NSGA2Config,
+    "aging": AgingEvolutionConfig,
     "warm_evolution": WarmStartConfig,
 }
 WARM_STRATEGY = "warm_evolution"

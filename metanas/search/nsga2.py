@@ -5,7 +5,8 @@ every arch on the front is the most accurate one found for its cost. Survivors o
 each generation are chosen by non-dominated sorting, and within the last front
 that fits by crowding distance, which keeps the front spread out. Parents are
 picked by binary tournament on (rank, crowding); a child is the mutant of a
-crossover of two parents, kept only when feasible and never seen before.
+crossover of two parents, repaired into the budget when over it (`repair`), and kept
+only when feasible and never seen before.
 """
 
 from __future__ import annotations
@@ -156,7 +157,8 @@ class NSGA2(Strategy):
         def child() -> ArchConfig:
             a, b = tournament(), tournament()
             mixed = self.space.crossover(a, b, self.rng, c.crossover_prob)
-            return self.space.mutate(mixed, self.rng, c.mutation_prob, c.depth_prob, c.hidden_prob)
+            mutant = self.space.mutate(mixed, self.rng, c.mutation_prob, c.depth_prob, c.hidden_prob)
+            return self.repaired(mutant, mixed) if c.repair else mutant
 
         out = []
         for _ in range(n):

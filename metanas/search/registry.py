@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from metanas.meta.choice import WarmStartChoice, resolve_warm_start
+from metanas.search.aging import AgingEvolution
 from metanas.search.base import Feasible, Sampler, Strategy
 from metanas.search.configs import STRATEGY_CONFIGS, WARM_STRATEGY, make_config
 from metanas.search.evolution import Evolution
@@ -22,6 +23,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "random": RandomSearch,
     "evolution": Evolution,
     "nsga2": NSGA2,
+    "aging": AgingEvolution,
     "warm_evolution": WarmStartEvolution,
 }
 assert set(STRATEGIES) == set(STRATEGY_CONFIGS)
@@ -52,7 +54,8 @@ class ResolvedStrategy:
 
 
 def resolve_strategy(strategy: str, options: Mapping[str, Any], warm_start: str) -> ResolvedStrategy:
-    """`evolution` runs as `warm_evolution` when `warm_start` resolves to a predictor, else as plain evolution.
+    """`evolution` runs as `warm_evolution` when `warm_start` resolves to a predictor or a baseline `scorer` is
+    set, else as plain evolution.
 
     A plain evolution that falls back from a warm start drops the warm-start-only
     options (and lists them as unused). Other strategies have no warm start.
@@ -60,9 +63,15 @@ def resolve_strategy(strategy: str, options: Mapping[str, Any], warm_start: str)
     options = dict(options)
     if strategy != "evolution":
         return ResolvedStrategy(strategy, options, None, f"{strategy} (no warm start for this strategy)")
+    scorer = options.get("scorer", "meta")
+    if scorer != "meta":  # a baseline of the warm start: no predictor to resolve
+        message = f"warm start scorer={scorer}: a baseline, no source tasks, no predictor file"
+        choice = WarmStartChoice(None, None, None, message)
+        return ResolvedStrategy(WARM_STRATEGY, {**options, "warm_start": warm_start}, choice, message)
     choice = resolve_warm_start(warm_start)
-    if choice.active:
-        return ResolvedStrategy(WARM_STRATEGY, {**options, "warm_start": str(choice.path)}, choice, choice.message)
+    if choice.active:  # `auto` stays `auto`: the search picks its predictor once it has seen the history
+        resolved = "auto" if warm_start == "auto" else str(choice.path)
+        return ResolvedStrategy(WARM_STRATEGY, {**options, "warm_start": resolved}, choice, choice.message)
     plain = set(STRATEGY_CONFIGS["evolution"].option_names())
     unused = tuple(sorted(k for k in options if k not in plain))
     if unused:

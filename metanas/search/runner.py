@@ -82,6 +82,7 @@ class SearchResult:
     pareto_plot: Path
     curve_plot: Path
     sources: dict[str, Any] | None = None  # summary of the previous tasks' records a warm start learned from
+    warm_start: str | None = None  # the strategy's own line on how it started (e.g. which predictor it used)
 
 
 def choose_cost_key(objectives: Sequence[str], budget: Budget) -> str:
@@ -317,7 +318,7 @@ def run_search(
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = target_task_meta(task_meta, evaluator.metric_name, evaluator.higher_is_better, cost_model.seq_len)
     sources = frozen_sources(run_dir, history, space.signature(), task_id) if strategy.wants_sources else None
-    strategy.attach(meta, sources.records if sources is not None else [])
+    strategy.attach(meta, sources.records if sources is not None else [], run_dir=run_dir)
     config = {
         "strategy": strategy_name,
         "options": strategy.options(),
@@ -349,6 +350,7 @@ def run_search(
     if not evaluations:
         raise RuntimeError("the search evaluated no arch: the strategy found no feasible candidate")
     result = _write_outputs(state, evaluations, run_dir, cost_key, budget, evaluator, objectives)
+    result.warm_start = None if start is None else start.message
     if tracker is not None:
         _log_to_tracker(tracker, result, evaluations, strategy.generation)
     if history is not None:

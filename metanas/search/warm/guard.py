@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import kendalltau
 
-MODES = ("meta", "target", "evolution")
+MODES = ("meta", "target", "proxy", "evolution")
 
 
 def kendall(scores: Sequence[float] | np.ndarray, fitness: Sequence[float] | np.ndarray) -> float:
@@ -39,7 +39,9 @@ class TransferGuard:
     target-only model's tau on the same generation is at least `plain_tau`, else to
     `evolution`. In `target` mode, `patience` generations in a row with the
     target-only tau below `plain_tau` switch to `evolution`. Fallbacks are final:
-    transfer that failed twice is not trusted again within a search.
+    transfer that failed twice is not trusted again within a search. `proxy` (the
+    params-proxy baseline) is never switched: there is nothing better to fall back to,
+    and `update` only logs the proxy's tau.
     """
 
     def __init__(self, patience: int = 2, plain_tau: float = 0.1) -> None:

@@ -1,4 +1,4 @@
-"""Evolution warm-started by the meta-predictor (strategy `warm_evolution`).
+"""Evolution warm-started by the meta-predictor, or a baseline scorer (strategy `warm_evolution`).
 
 Rounds, each one `ask`/`tell`:
 
@@ -23,11 +23,23 @@ falls back to a target-only predictor, then to plain evolution (see its docstrin
 Every decision is appended to `transfer_log`, which the runner writes to its state,
 `search.json` and the tracker.
 
-With no predictor (`warm_start="off"`, or `"auto"` without a usable default) the
-strategy is plain `Evolution`: the same proposals for the same seed.
+Which predictor: `warm_start="auto"` is decided in `attach`, once the runner has frozen
+the previous tasks' records: a predictor meta-trained on them when they hold enough
+tasks (`metanas.meta.autotrain`), else the shipped one. With no predictor
+(`warm_start="off"`, or `"auto"` with neither) the strategy is plain `Evolution`: the
+same proposals for the same seed.
+
+Baselines (`scorer`), on the same rounds, anchors included (they are evaluations of
+the budget, so every scorer spends the same number), with no source task and no
+predictor file: `proxy` ranks by the params proxy (log parameter count, larger is
+better; every candidate is within the budget), and the guard only logs its tau;
+`target` ranks by a target-only model fitted on the target's evaluations, by the
+proxy while fewer than `MIN_TARGET_ROWS` exist (those rounds are not judged), and its
+guard falls back to plain evolution when that model ranks below `plain_tau`.
 
 Resume: `state_dict` holds the evaluations, RNG, guard mode, the log, the predictions
-made for outstanding proposals and the predictor file's sha256. The adapted and
+made for outstanding proposals and the predictor file's sha256 (a history-trained
+predictor is copied into the run directory, so a resume finds it). The adapted and
 target-only models are not stored: they are refit at the start of every `ask` from
 the predictor file and the stored evaluations, with seeds derived from the search
 seed and the round, on one thread, so a resumed search recomputes the same weights
@@ -38,16 +50,19 @@ before that round must be given the same sources.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from metanas._threads import torch_threads
 from metanas.meta.anchors import anchor_archs
-from metanas.meta.choice import resolve_warm_start
-from metanas.meta.encoding import target_embedding
+from metanas.meta.autotrain import DEFAULT_ENCODING, resolve_auto
+from metanas.meta.choice import WarmStartChoice, resolve_warm_start
+from metanas.meta.encoding import arch_feature_matrix, target_embedding
 from metanas.meta.history import EvalRecord
 from metanas.meta.predictor import MetaPredictor, params_proxy, ucb
 from metanas.search.base import ORIGIN_EVOLVED, StrategyEvent
@@ -61,10 +76,17 @@ ORIGIN_ANCHOR = "anchor"
 ORIGIN_PREDICTED = "predicted"
 ORIGIN_SEED = "seed"
 MIN_TARGET_ROWS = 4  # fewer target evaluations than this cannot train a target-only model
+BASELINES = {
+    "proxy": "proposals ranked by the params proxy (larger is better within the budget)",
+    "target": "proposals ranked by a model fitted on the target's evaluations only",
+}
+
+logger = logging.getLogger(__name__)
 
 
 class WarmStartEvolution(Evolution):
-    """`Evolution` whose first population and offspring are chosen by the meta-predictor, with a fallback guard."""
+    """`Evolution` whose first population and offspring are ranked by a scorer (the meta-predictor, or a baseline),
+    with a fallback guard."""
 
     name = "warm_evolution"
     Config = WarmStartConfig
@@ -76,13 +98,34 @@ class WarmStartEvolution(Evolution):
         super().__init__(*args, **kwargs)
         c = self.config
         self.warm_start = str(c.warm_start)
+        self.scorer = str(c.scorer)
         self.task_meta = dict(task_meta or {})
         self.guard = TransferGuard(c.guard_patience, c.plain_tau)
-        self.choice = resolve_warm_start(self.warm_start)
-        self.base: MetaPredictor | None = self.choice.predictor
-        self.anchors: list[ArchConfig] = []
+        self.sources: list[SourceTask] = []
+        self.anchor_rounds = 0  # 1 once the anchor round was asked (it then counts as a round of the schedule)
+        self._anchors_asked = False
+        self._predictions: dict[ArchConfig, dict[str, float]] = {}
+        self._use(self._first_choice())
+
+    def _first_choice(self) -> WarmStartChoice:
+        """What is known before the sources: `resolve_warm_start` for the meta scorer, no predictor for a baseline."""
+        if self.scorer == "meta":
+            return resolve_warm_start(self.warm_start)
+        message = f"warm start scorer={self.scorer}: {BASELINES[self.scorer]}; no source tasks, no predictor file"
+        logger.info(message)
+        return WarmStartChoice(None, None, None, message)
+
+    def _use(self, choice: WarmStartChoice) -> None:
+        """Rank with `choice`: its predictor, encoding and anchors (a baseline's are the default ones)."""
+        self.choice = choice
+        self.base: MetaPredictor | None = choice.predictor
         if self.base is not None:
-            enc = self.base.encoding
+            self.encoding = dict(self.base.encoding)
+        else:
+            self.encoding = dict(DEFAULT_ENCODING) if self.scorer != "meta" else {}
+        self.anchors: list[ArchConfig] = []
+        if self.encoding:
+            enc = self.encoding
             self.anchors = anchor_archs(
                 self.space,
                 int(enc["anchor_k"]),
@@ -90,39 +133,46 @@ class WarmStartEvolution(Evolution):
                 seq_len=int(enc["seq_len"]),
                 max_layers=int(enc["max_layers"]),
             )
-        self.sources: list[SourceTask] = []
-        self.anchor_rounds = 0  # 1 once the anchor round was asked (it then counts as a round of the schedule)
-        self._anchors_asked = False
-        self._predictions: dict[ArchConfig, dict[str, float]] = {}
+        if self.scorer != "meta":
+            self.guard.mode = self.scorer
+        else:
+            self.guard.mode = "meta" if self.base is not None else "evolution"
         self.transfer_log: list[dict[str, Any]] = [
             {
                 "generation": 0,
                 "event": "warm_start",
                 "requested": self.warm_start,
-                "mode": "meta" if self.base is not None else "evolution",
-                "predictor": None if self.choice.path is None else str(self.choice.path),
-                "message": self.choice.message,
+                "scorer": self.scorer,
+                "mode": self.guard.mode,
+                "predictor": None if choice.path is None else str(choice.path),
+                "message": choice.message,
             }
         ]
-        if self.base is None:
-            self.guard.mode = "evolution"
 
     # ----- configuration and the runner's hooks ---------------------------------
     def options(self) -> dict[str, Any]:
         return {**super().options(), "task_meta": self.task_meta}
 
     def planned_evaluations(self) -> int:
-        """The schedule plus the anchor round (the anchors within the budget) when a predictor is in use."""
-        return super().planned_evaluations() + (len(self.anchors) if self.base is not None else 0)
+        """The schedule plus the anchor round (the anchors within the budget) when a scorer is in use."""
+        return super().planned_evaluations() + len(self.anchors)
 
     @property
     def wants_sources(self) -> bool:
-        return self.base is not None
+        """The meta scorer learns from previous tasks (`auto` may even train on them); the baselines never do."""
+        return self.scorer == "meta" and self.warm_start != "off"
 
-    def attach(self, task_meta: Mapping[str, Any], sources: Sequence[EvalRecord]) -> None:
-        """Take the task's metadata (unless given) and previous tasks of this space as seeds."""
+    def attach(self, task_meta: Mapping[str, Any], sources: Sequence[EvalRecord], run_dir: Path | None = None) -> None:
+        """Take the task's metadata (unless given) and previous tasks of this space as seeds; call once, before
+        the first `ask` or `load_state_dict`.
+
+        With `warm_start="auto"` the predictor is chosen here, since it depends on the sources: one meta-trained
+        on them when they hold enough tasks (kept in `run_dir` for an exact resume), else the shipped one.
+        """
         if not self.task_meta:
             self.task_meta = dict(task_meta)
+        if self.scorer == "meta" and self.warm_start == "auto":
+            self._use(resolve_auto(self.space, sources, self.choice, run_dir))
         if self.base is not None:
             self.add_sources(sources)
 
@@ -162,7 +212,7 @@ class WarmStartEvolution(Evolution):
 
     @property
     def mode(self) -> str:
-        """`meta`, `target` or `evolution`: what chooses the next proposals."""
+        """`meta`, `target`, `proxy` or `evolution`: what chooses the next proposals."""
         return self.guard.mode
 
     def _schedule_over(self) -> bool:
@@ -171,7 +221,7 @@ class WarmStartEvolution(Evolution):
     # ----- proposals -----------------------------------------------------------
     def ask(self, n: int | None = None) -> list[ArchConfig]:
         n = n or self.config.population_size
-        if self.base is None or self.mode == "evolution":
+        if self.mode == "evolution":
             return super().ask(n)
         if not self._anchors_asked:
             self._anchors_asked = True
@@ -193,40 +243,53 @@ class WarmStartEvolution(Evolution):
     def _anchor_fitness(self) -> dict[ArchConfig, float]:
         return {a: self.evaluated[a].fitness for a in self.anchors if a in self.evaluated}
 
+    def _features(self, archs: Sequence[ArchConfig]) -> np.ndarray:
+        """Arch features with the scorer's encoding (the predictor's, or the default one of a baseline)."""
+        return arch_feature_matrix(self.space, archs, int(self.encoding["seq_len"]), int(self.encoding["max_layers"]))
+
     def _fit_models(self) -> dict[str, Any]:
-        """The adapted meta-predictor (and, when the guard needs it, a target-only model) on every evaluation so far.
+        """The adapted meta-predictor (when there is one) and, when the guard needs it, a target-only model, on
+        every evaluation so far.
 
         A deterministic function of the evaluations and the round, so a resumed search refits the same models.
         """
-        assert self.base is not None
         c = self.config
-        x_task = target_embedding(self.anchors, self._anchor_fitness(), self.task_meta)
         rows = [e for e in self.evaluated.values() if math.isfinite(e.fitness)]
-        x = self.base.encode_archs(self.space, [e.arch for e in rows])
+        x = self._features([e.arch for e in rows])
         y = np.array([e.fitness for e in rows])
         model_seed = self.seed * 1000 + self.generation
-        meta = self.base
-        if len(rows) >= 2 and c.adapt_steps > 0:
-            tiled = np.tile(x_task, (len(rows), 1))
-            meta = self.base.adapt(x, tiled, y, steps=c.adapt_steps, lr=c.adapt_lr, seed=model_seed)
+        meta = x_task = None
+        if self.base is not None:
+            x_task = target_embedding(self.anchors, self._anchor_fitness(), self.task_meta)
+            meta = self.base
+            if len(rows) >= 2 and c.adapt_steps > 0:
+                tiled = np.tile(x_task, (len(rows), 1))
+                meta = self.base.adapt(x, tiled, y, steps=c.adapt_steps, lr=c.adapt_lr, seed=model_seed)
         target = None
         if self.guard.wants_target_model and len(rows) >= MIN_TARGET_ROWS and len(np.unique(y)) >= 2:
-            target = self.base.target_only().fit(x, y, c.target_epochs, model_seed)
+            template = self.base if self.base is not None else MetaPredictor(encoding=self.encoding)
+            target = template.target_only().fit(x, y, c.target_epochs, model_seed)
         return {"meta": meta, "target": target, "x_task": x_task}
 
     def _predict(self, models: Mapping[str, Any], archs: Sequence[ArchConfig]) -> dict[str, np.ndarray]:
-        """Mean and std of the meta model (and the target-only model's mean when fitted) per arch."""
-        x = self.base.encode_archs(self.space, archs)
-        mean, std = models["meta"].predict(x, np.tile(models["x_task"], (len(archs), 1)))
-        out = {"meta": mean, "meta_std": std}
+        """Mean and std per arch of each fitted model; the params proxy (std 0) for the proxy scorer, or when no
+        model is fitted yet (the target scorer before `MIN_TARGET_ROWS` evaluations)."""
+        x = self._features(archs)
+        out = {}
+        if models["meta"] is not None:
+            out["meta"], out["meta_std"] = models["meta"].predict(x, np.tile(models["x_task"], (len(archs), 1)))
         if models["target"] is not None:
             out["target"], out["target_std"] = models["target"].predict(x)
+        if self.scorer == "proxy" or not out:
+            out["proxy"] = params_proxy(self.space, archs)
+            out["proxy_std"] = np.zeros(len(archs))
         return out
 
     def _ucb(self, models: Mapping[str, Any], archs: Sequence[ArchConfig]) -> np.ndarray:
-        """The ranking score of the model the guard currently trusts: mean + beta * std."""
+        """The ranking score of the model the guard currently trusts: mean + beta * std (its stand-in while that
+        model is not fitted: the meta-predictor, else the params proxy)."""
         pred = self._predict(models, archs)
-        key = "target" if self.mode == "target" and "target" in pred else "meta"
+        key = self.mode if self.mode in pred else ("meta" if "meta" in pred else "proxy")
         return ucb(pred[key], pred[f"{key}_std"], self.config.beta)
 
     def _register(self, archs: Sequence[ArchConfig], origin: str) -> list[ArchConfig]:
@@ -254,7 +317,7 @@ class WarmStartEvolution(Evolution):
         if not pool:
             return out
         scores = self._ucb(models, pool)
-        feats = self.base.encode_archs(self.space, pool)
+        feats = self._features(pool)
         best = int(np.argmax(scores))
         min_distance = c.diversity * float(np.median(np.linalg.norm(feats - feats[best], axis=1)))
         picked = [pool[i] for i in diverse_top(scores, feats, need, min_distance)]
@@ -294,7 +357,7 @@ class WarmStartEvolution(Evolution):
             return
         pred = self._predict(models, archs)
         for i, a in enumerate(archs):
-            self._predictions[a] = {k: float(pred[k][i]) for k in ("meta", "target") if k in pred}
+            self._predictions[a] = {k: float(pred[k][i]) for k in ("meta", "target", "proxy") if k in pred}
 
     # ----- results -------------------------------------------------------------
     def tell(
@@ -310,14 +373,17 @@ class WarmStartEvolution(Evolution):
         judged = [i for i, p in enumerate(preds) if p is not None]
         if self.mode == "evolution" or not judged:
             return
+        meta = [preds[i].get("meta") for i in judged]
+        target = [preds[i].get("target") for i in judged]
+        if self.scorer == "target" and any(t is None for t in target):
+            return  # ranked by the proxy, too few target rows for a model: nothing of the scorer's to judge
         fit = [self.evaluated[archs[i]].fitness for i in judged]
         proxy = params_proxy(self.space, [archs[i] for i in judged])
-        target = [preds[i].get("target") for i in judged]
         entry = self.guard.update(
             generation,
             fit,
             proxy,
-            [preds[i]["meta"] for i in judged],
+            None if any(m is None for m in meta) else meta,
             None if any(t is None for t in target) else target,
         )
         self.transfer_log.append(entry)
