@@ -149,11 +149,12 @@ def tune_cold(args: argparse.Namespace, tables: dict[str, Any], group: dict[str,
     """The cold strategy of COLD_GRID with the best mean anytime curve on a few of the group's sources."""
     rng = random.Random(f"tune:{group_key(group)}")
     tune_tasks = rng.sample(group["sources"], min(args.tune_tasks, len(group["sources"])))
+    references = {name: reference_of(args, tables[name]) for name in tune_tasks}  # once, not per grid point
     scores = []
     for cold in args.cold_grid:
         values = []
         for name in tune_tasks:
-            target, ref = reference_of(args, tables[name])
+            target, ref = references[name]
             for seed in range(args.tune_seeds):
                 run = cached_run(
                     args,
