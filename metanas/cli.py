@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from metanas.config import Recipe
@@ -220,7 +220,10 @@ def _add_history(p: argparse.ArgumentParser) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     db_help = "SQLite path or SQLAlchemy URL; when unset: $METANAS_HISTORY, else ~/.cache/metanas/history.db"
     listing = sub.add_parser(
-        "list", help="list the runs in the history", description="list the runs in the history", formatter_class=fmt
+        "list",
+        help="list the runs, and the shared studies with their workers, in the history",
+        description="list the runs, and the shared studies with their workers (running, finished, stale)",
+        formatter_class=fmt,
     )
     listing.add_argument("--db", default=None, help=db_help)
     export = sub.add_parser(
@@ -256,7 +259,23 @@ def _run_history(args: argparse.Namespace) -> int:
                 f"{run['run_id']:40s} {run['task_id']:28s} {run['status'] or '-':11s} {run['n_records']:6d} "
                 f"{best:>10s}  {created}"
             )
+        _print_studies(store)
     return 0
+
+
+def _print_studies(store: Any) -> None:
+    """The shared studies and their workers (running, finished, failed, interrupted, or stale: silent too long)."""
+    from metanas.meta.studies import list_studies
+
+    for study in list_studies(store):
+        t = study["trials"]
+        print(
+            f"study {study['study']} ({study['strategy']}, task {study['task_id']}): {study['status']}, generation "
+            f"{study['generation']}; trials {t['done']} done, {t['running']} running, {t['waiting']} waiting, "
+            f"{t['failed']} failed; {len(study['workers'])} workers"
+        )
+        for w in study["workers"]:
+            print(f"  worker {w['worker']:40s} {w['status']:11s} {w['evaluations']:6d} evaluations  (pid {w['pid']})")
 
 
 # --------------------------------------------------------------------------- meta-train

@@ -27,9 +27,13 @@ from metanas._options import check_options
 from metanas.cost.budget import BUDGET_KEYS, Budget
 from metanas.objectives import OBJECTIVES, OPTIONS
 from metanas.search.configs import (
+    DEFAULT_HEARTBEAT_SECONDS,
+    DEFAULT_STALE_SECONDS,
     STRATEGY_CONFIGS,
     WARM_STRATEGY,
     check_objectives,
+    check_study_strategy,
+    check_study_timing,
     make_config,
     runs_as,
     strategy_options,
@@ -256,7 +260,12 @@ class SearchSection:
     ["fitness", COST] with `nsga2` for a trade-off front. `history`: SQLite path or
     SQLAlchemy URL of the evaluation history (null: $METANAS_HISTORY or
     ~/.cache/metanas/history.db). `task_id` names the task there (null: data source
-    and objective).
+    and objective). `study`: null searches in this process alone; a name makes the
+    search a shared study in the history that any number of workers started with the
+    same recipe, study and history join (`metanas.search.study`; "auto": the run
+    directory's name); only `random`, `nsga2` and `evolution` with `warm_start: off`
+    run as a study. A worker beats every `heartbeat_seconds`; a claim not renewed for
+    `stale_seconds` is released and evaluated again, once.
     """
 
     strategy: str = field(default="evolution", metadata=_meta(choices=_strategy_names))
@@ -273,10 +282,16 @@ class SearchSection:
         metadata=_meta(_rule(lambda v: isinstance(v, bool) or bool(v.strip()), '"auto", "off" or a path')),
     )
     latency: LatencySection = field(default_factory=LatencySection)
+    study: str | None = field(default=None, metadata=_meta(_rule(lambda v: bool(v.strip()), "a non-empty name")))
+    heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
+    stale_seconds: float = DEFAULT_STALE_SECONDS
 
     def __post_init__(self) -> None:
         if isinstance(self.warm_start, bool):
             self.warm_start = "auto" if self.warm_start else "off"
+        check_study_timing(self.heartbeat_seconds, self.stale_seconds)
+        if self.study is not None:
+            check_study_strategy(runs_as(self.strategy, self.warm_start))
         if "warm_start" in self.options:
             raise ValueError("options.warm_start: set search.warm_start instead (auto, off or a predictor file)")
         name = runs_as(self.strategy, self.warm_start)

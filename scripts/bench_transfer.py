@@ -336,6 +336,11 @@ def summarize(args: argparse.Namespace, groups: list[dict], results: list[dict],
         by_task = {r["task"]: r["runs"] for r in mine}
         refs = {r["task"]: r["reference"] for r in mine}
         entry = ts.summarize_fold(by_task, refs, args.evals, args.fractions, "warm", tm.BASELINES)
+        if "warm-tpe" in args.methods:  # the same comparisons for the TPE-based transfer method
+            other = ts.summarize_fold(by_task, refs, args.evals, args.fractions, "warm-tpe", tm.BASELINES)
+            for fraction, target in entry["targets"].items():
+                theirs = other["targets"][fraction]
+                target["other_transfer"] = {"warm-tpe": {k: theirs[k] for k in ("speedup_vs", "p_task_level")}}
         entry["groups"] = [
             {k: g[k] for k in ("group", "targets", "sources", "tuning", "predictor_card")}
             for g in groups

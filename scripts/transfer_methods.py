@@ -13,6 +13,10 @@ evaluation it spends (a warm start's anchors included), and is driven through th
 - incumbents: the tuned cold strategy whose first generation holds the source tasks' best
   feasible archs in this space (transfer of incumbents only, no predictor);
 - warm: the warm start with the fold's meta-predictor and source records;
+- warm-tpe: TPE started from transfer instead of from random trials: the feasible
+  anchors are evaluated, the fold's predictor (adapted on them) picks `WARM_TPE_PICKS`
+  archs from random feasible archs and the source incumbents, and TPE continues from
+  those completed trials;
 - warm-shuffled: the same, predictor and seeds from sources whose fitness was shuffled
   within each task (the stress test: the guard must keep it near cold).
 """
@@ -29,7 +33,9 @@ import numpy as np
 from metanas.space import ArchConfig, SearchSpace
 
 COLD = ("random", "evolution", "tpe", "proxy", "target")
-TRANSFER = ("incumbents", "warm")
+TRANSFER = ("incumbents", "warm", "warm-tpe")
+WARM_TPE_PICKS = 8  # predictor-chosen trials TPE starts from (after the feasible anchors)
+WARM_TPE_POOL = 2000  # random feasible archs the predictor ranks for them
 STRESS = "warm-shuffled"
 BASELINES = ("evolution", "tpe", "proxy", "target")  # the non-transfer baselines warm start must beat
 
@@ -155,14 +161,37 @@ def _repair(t: Target, arch: ArchConfig, rng: random.Random) -> ArchConfig | Non
     return arch
 
 
-def run_tpe(t: Target, seed: int, evals: int) -> dict[str, Any]:
+def _tpe_distributions(space: SearchSpace) -> dict[str, Any]:
+    import optuna
+
+    dist = optuna.distributions.CategoricalDistribution
+    out = {"depth": dist(list(space.depth_choices)), "hidden": dist(list(space.hidden_choices))}
+    for i in range(space.max_depth):
+        out[f"heads_{i}"] = dist(list(space.head_choices))
+        out[f"ffn_{i}"] = dist(list(space.ffn_choices))
+    return out
+
+
+def _tpe_params(space: SearchSpace, arch: ArchConfig) -> dict[str, Any]:
+    """An arch as TPE parameters; layers beyond its depth repeat its last layer (TPE ignores them)."""
+    params: dict[str, Any] = {"depth": arch.depth, "hidden": arch.hidden}
+    for i in range(space.max_depth):
+        params[f"heads_{i}"] = arch.heads[min(i, arch.depth - 1)]
+        params[f"ffn_{i}"] = arch.ffn[min(i, arch.depth - 1)]
+    return params
+
+
+def run_tpe(
+    t: Target, seed: int, evals: int, start: Sequence[tuple[ArchConfig, float]] = (), origin: str = "tpe"
+) -> dict[str, Any]:
     """Optuna TPE over depth, hidden and per-layer heads/FFN (layers beyond the depth ignored).
 
     Feasibility-preserving, like the tuned evolution: an over-budget proposal is told as
     failed and repaired by random one-step shrinks; the repaired arch is evaluated and
     added to the study as a completed trial, so TPE models the feasible region instead of
     a flat penalty (which made it spend most trials outside the budget, and slowly).
-    A repeated arch costs no evaluation.
+    A repeated arch costs no evaluation. `start`: archs already evaluated (they count),
+    added as completed trials before the first proposal.
     """
     import optuna
 
@@ -172,6 +201,15 @@ def run_tpe(t: Target, seed: int, evals: int) -> dict[str, Any]:
     rng = random.Random(f"tpe-repair:{seed}")
     seen: dict[ArchConfig, float] = {}
     trace: list[float] = []
+    distributions = _tpe_distributions(space) if start else {}
+    for arch, value in start[:evals]:
+        if arch not in seen:
+            seen[arch] = value
+            trace.append(value)
+            study.add_trial(
+                optuna.trial.create_trial(params=_tpe_params(space, arch), distributions=distributions, value=value)
+            )
+    starting = len(trace)
     trials = 0
     while len(trace) < evals and trials < 20 * evals:
         trial = study.ask()
@@ -196,7 +234,51 @@ def run_tpe(t: Target, seed: int, evals: int) -> dict[str, Any]:
         params.update({f"heads_{i}": h for i, h in enumerate(arch.heads)})
         params.update({f"ffn_{i}": f for i, f in enumerate(arch.ffn)})
         study.add_trial(optuna.trial.create_trial(params=params, distributions=trial.distributions, value=seen[arch]))
-    return {"trace": trace, "trials": trials, "best_origin": "tpe"}
+    best = int(np.argmax(trace)) if trace else -1
+    return {"trace": trace, "trials": trials, "best_origin": origin if best < 0 or best >= starting else "start"}
+
+
+def source_incumbents(t: Target, sources: Sources) -> list[ArchConfig]:
+    """The best feasible arch of every same-space source task."""
+    signature = t.space.signature()
+    incumbents: list[ArchConfig] = []
+    for recs in sources.records.values():
+        mine = [r for r in recs if r.space_signature == signature and t.feasible(r.arch)]
+        if mine:
+            best = max(mine, key=lambda r: r.fitness).arch
+            if best not in incumbents:
+                incumbents.append(best)
+    return incumbents
+
+
+def run_warm_tpe(t: Target, seed: int, evals: int, sources: Sources) -> dict[str, Any]:
+    """TPE from the feasible anchors plus the fold predictor's top picks (see the module docstring)."""
+    from metanas.meta.anchors import anchor_archs
+    from metanas.meta.choice import load_warm_predictor
+    from metanas.meta.encoding import target_embedding
+
+    base = load_warm_predictor(sources.predictors["loo"])
+    enc = base.encoding
+    anchors = anchor_archs(
+        t.space,
+        int(enc["anchor_k"]),
+        int(enc["anchor_seed"]),
+        seq_len=int(enc["seq_len"]),
+        max_layers=int(enc["max_layers"]),
+    )
+    scored = {a: t.table.fitness(a) for a in [a for a in anchors if t.feasible(a)][:evals]}
+    emb = target_embedding(anchors, scored, t.table.task_meta)
+    rng = random.Random(f"warm-tpe:{seed}")
+    pool = list(dict.fromkeys([*source_incumbents(t, sources), *(t.sampler(rng) for _ in range(WARM_TPE_POOL))]))
+    pool = [a for a in pool if a not in scored]
+    model = base
+    if scored:
+        x = base.encode_archs(t.space, list(scored))
+        model = base.adapt(x, np.tile(emb, (len(scored), 1)), np.array(list(scored.values())), seed=seed)
+    mean, _ = model.predict(base.encode_archs(t.space, pool), np.tile(emb, (len(pool), 1)))
+    picks = [pool[i] for i in np.argsort(-np.asarray(mean), kind="stable")[:WARM_TPE_PICKS]]
+    start = [*scored.items(), *((a, t.table.fitness(a)) for a in picks)]
+    return run_tpe(t, seed, evals, start, origin="warm-tpe")
 
 
 def run_warm(
@@ -232,14 +314,7 @@ def run_warm(
 
 def run_incumbents(t: Target, seed: int, evals: int, sources: Sources) -> dict[str, Any]:
     """The tuned cold strategy with the best feasible arch of every same-space source task in its first batch."""
-    signature = t.space.signature()
-    incumbents: list[ArchConfig] = []
-    for recs in sources.records.values():
-        mine = [r for r in recs if r.space_signature == signature and t.feasible(r.arch)]
-        if mine:
-            best = max(mine, key=lambda r: r.fitness).arch
-            if best not in incumbents:
-                incumbents.append(best)
+    incumbents = source_incumbents(t, sources)
     strategy = cold_strategy(t, seed, evals, sources.cold)
     original_sample = strategy._sample
     queue = list(incumbents)
@@ -273,6 +348,8 @@ def run_method(method: str, t: Target, seed: int, evals: int, sources: Sources |
         return run_incumbents(t, seed, evals, sources)
     if method == "warm":
         return run_warm(t, seed, evals, "meta", sources)
+    if method == "warm-tpe":
+        return run_warm_tpe(t, seed, evals, sources)
     if method == STRESS:
         return run_warm(t, seed, evals, "meta", sources, shuffled=True)
     raise ValueError(f"unknown method {method!r}; methods: {', '.join((*COLD, *TRANSFER, STRESS))}")

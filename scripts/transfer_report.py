@@ -71,6 +71,14 @@ def fold_table(fold: str, entry: dict[str, Any], evals: int) -> list[str]:
             f"| {b} | {s['geomean']:.2f}x [{s['interval'][0]:.2f}, {s['interval'][1]:.2f}] | "
             f"{_fmt(target['p_task_level'].get(b))} |"
         )
+    for method, other in target.get("other_transfer", {}).items():
+        lines += ["", f"| {method} vs | speedup (geomean over tasks) [95% CI] | task-level p (Wilcoxon, one-sided) |"]
+        lines.append("|---|---:|---:|")
+        for b, s in other["speedup_vs"].items():
+            lines.append(
+                f"| {b} | {s['geomean']:.2f}x [{s['interval'][0]:.2f}, {s['interval'][1]:.2f}] | "
+                f"{_fmt(other['p_task_level'].get(b))} |"
+            )
     lines.append(f"\nStrongest non-transfer baseline: {target.get('best_baseline')}.")
     return lines
 

@@ -400,3 +400,25 @@ def test_latency_budget_protocol_times_candidates_beside_the_teacher(tmp_path, m
     assert check["value"] == report["student"]["latency_ms"]
     assert check["ok"] == (check["value"] <= check["limit"])
     assert report["within_budget"] == (report["student"]["latency_ms"] <= 0.7 * report["teacher"]["latency_ms"])
+
+
+@pytest.mark.slow
+def test_workers_search_subcommand_runs_a_shared_study(finished, tmp_path, capsys):
+    """`metanas search` with `search.study` is a worker of a shared study: the first worker runs it, a second one
+    started later joins the finished study and writes the same search.json (nothing evaluated twice)."""
+    from metanas.meta.history import HistoryStore
+
+    db = tmp_path / "shared.db"
+    common = [str(TINY), "--warm-start", "off", "--no-wandb", *OVERRIDES, "search.study=tiny-study"]
+    common.append(f"search.history={db}")
+    results = []
+    for name in ("a", "b"):
+        run_dir = tmp_path / name
+        shutil.copytree(finished[0], run_dir)
+        assert main(["search", "--run-dir", str(run_dir), *common]) == 0, capsys.readouterr().err
+        results.append(json.loads((run_dir / "search" / "search.json").read_text()))
+    assert results[0]["best"] == results[1]["best"] and results[0]["generations"] == results[1]["generations"]
+    assert results[0]["study"] == "tiny-study" and results[0]["num_evaluations"] == 48  # 8 x 6 generations
+    with HistoryStore(db) as store:
+        rows = store.records(run_id="tiny-study")
+    assert len(rows) == 48 and len({r.arch for r in rows}) == 48

@@ -36,9 +36,12 @@ def record(run_id="r1", task_id="sst2", arch=ARCH_A, fitness=0.5, origin="evolve
     return EvalRecord(**base)
 
 
-def test_round_trip_keeps_every_field(tmp_path):
+# The tests taking `history_url` run on SQLite and on a real PostgreSQL server (tests/conftest.py).
+
+
+def test_round_trip_keeps_every_field(history_url):
     rec = record(arch=ARCH_B, latency_ms=3.25, task_meta={"n_classes": 2, "lang": "en"}, generation=4)
-    with HistoryStore(tmp_path / "h.db") as store:
+    with HistoryStore(history_url) as store:
         store.add_records([rec, record(latency_ms=None)])
         back = store.records()
     assert [r.id for r in back] == [1, 2]
@@ -49,7 +52,7 @@ def test_round_trip_keeps_every_field(tmp_path):
     assert (got.params, got.non_embedding_params, got.flops, got.timestamp) == (1000, 600, 2000, 1_700_000_000.0)
     assert back[1].latency_ms is None
     # A reopened store sees the same rows.
-    with HistoryStore(str(tmp_path / "h.db")) as store:
+    with HistoryStore(history_url) as store:
         assert len(store.records()) == 2
 
 
@@ -62,8 +65,8 @@ def test_default_location_follows_env(tmp_path, monkeypatch):
         assert len(store.records()) == 1
 
 
-def test_filters_and_evaluated_archs(tmp_path):
-    with HistoryStore(tmp_path / "h.db") as store:
+def test_filters_and_evaluated_archs(history_url):
+    with HistoryStore(history_url) as store:
         store.add_records(
             [
                 record("r1", "sst2", ARCH_A),
@@ -81,8 +84,8 @@ def test_filters_and_evaluated_archs(tmp_path):
         assert store.evaluated_archs("nope") == set()
 
 
-def test_runs_summary(tmp_path):
-    with HistoryStore(tmp_path / "h.db") as store:
+def test_runs_summary(history_url, tmp_path):
+    with HistoryStore(history_url) as store:
         store.start_run("r1", "sst2", "evolution", {"population": 50, "path": tmp_path})
         store.add_records([record("r1", fitness=0.25), record("r1", fitness=0.75)])
         store.finish_run("r1", "finished")
@@ -106,8 +109,8 @@ def test_runs_summary(tmp_path):
             store.finish_run("r1", "done")
 
 
-def test_export_csv_and_parquet(tmp_path):
-    with HistoryStore(tmp_path / "h.db") as store:
+def test_export_csv_and_parquet(history_url, tmp_path):
+    with HistoryStore(history_url) as store:
         store.add_records([record(arch=ARCH_A, latency_ms=1.5), record(arch=ARCH_B, fitness=0.9)])
         csv = store.export(tmp_path / "out" / "h.csv")
         parquet = store.export(tmp_path / "h.parquet", run_id="r1")
@@ -177,8 +180,8 @@ WRITER = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_two_processes_write_concurrently_without_losing_rows(tmp_path):
-    path = tmp_path / "shared.db"
+def test_two_processes_write_concurrently_without_losing_rows(history_url, tmp_path):
+    path = history_url
     go = tmp_path / "go"
     HistoryStore(path).close()
     procs = [
@@ -195,3 +198,18 @@ def test_two_processes_write_concurrently_without_losing_rows(tmp_path):
             rows = store.records(run_id=run_id)
             assert sorted(r.generation for r in rows) == list(range(200))
         assert len(store.records()) == 400
+
+
+def test_postgres_unreachable_server_and_wrong_password_fail_in_one_line(postgres_server):
+    from pg_server import _free_port
+
+    database = postgres_server.create_database().rsplit("/", 1)[1]
+    with pytest.raises(ValueError, match="password authentication failed.*nothing was written") as wrong:
+        HistoryStore(postgres_server.url(database, password="wrong"))
+    closed = f"postgresql+psycopg://metanas:x@127.0.0.1:{_free_port()}/nothing"
+    with pytest.raises(ValueError, match="cannot connect .*nothing was written") as unreachable:
+        HistoryStore(closed)
+    for e in (wrong, unreachable):
+        assert "\n" not in str(e.value) and "***" in str(e.value)
+    with HistoryStore(postgres_server.url(database)) as store:  # nothing was created by the failed attempts
+        assert store.runs() == [] and store.records() == []

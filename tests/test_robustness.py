@@ -256,7 +256,7 @@ def test_an_empty_recipe_or_one_without_a_budget_is_refused(tmp_path, capsys):
         ("objective.options.relation_head=2", "did you mean 'options.relation_heads'"),
         ("search.options.population_size=0", "population_size must be an integer >= 1, got 0"),
         ("space.hidden_choices=[7]", "space.hidden_choices: the largest choice must be the teacher's 32"),
-        ("search.history=postgresql://u@localhost/db", "needs the database driver"),
+        ("search.history=postgresql+pg8000://u@localhost/db", "needs the database driver"),  # psycopg is installed
         ("search.history=foo://bar", "is not a database URL"),
     ],
 )

@@ -380,7 +380,7 @@ torch.save({"world": dist.get_world_size(), "state": state}, f"{sys.argv[2]}/ran
 
 
 @pytest.mark.slow
-def test_two_process_ddp_on_cpu_keeps_ranks_identical_and_learns(teacher, tmp_path):
+def test_two_process_distributed_ddp_on_cpu_keeps_ranks_identical_and_learns(teacher, tmp_path):
     driver = tmp_path / "driver.py"
     driver.write_text(DDP_DRIVER, encoding="utf-8")
     training = {"steps": 16, "lr": 0.003, "eval_every": 0, "checkpoint_every": 8, "log_every": 4, "grad_accum": 2}
@@ -413,3 +413,48 @@ def test_two_process_ddp_on_cpu_keeps_ranks_identical_and_learns(teacher, tmp_pa
     ckpt = Checkpoint.load(run_dir / CHECKPOINT_FILE)
     assert ckpt.world_size == 2 and len(ckpt.rng) == 2
     assert not torch.equal(ckpt.rng[0]["torch"], ckpt.rng[1]["torch"])  # per-rank dropout streams
+
+
+@pytest.mark.slow
+def test_distributed_accelerate_two_processes_equal_one_process_with_the_same_global_batch(teacher, tmp_path):
+    """`accelerate launch --num_processes 2` (gloo on CPU) of a KD supernet training, batch 4 per rank, ends with the
+    weights of one process with batch 8: the same examples per step (rank r takes the r-th slice of the global
+    batch), the same subnets on every rank, each rank's token-mean loss weighted by its share of the global batch's
+    tokens. Dropout is off: its masks are per-rank random draws, which no split of a batch reproduces."""
+    import shutil
+
+    from pg_server import _free_port
+
+    quiet = tmp_path / "teacher"
+    shutil.copytree(teacher, quiet)
+    config = json.loads((quiet / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (quiet / "config.json").write_text(json.dumps(config))
+    training = {"steps": 8, "eval_every": 0, "checkpoint_every": 4, "log_every": 4}
+    one = write_recipe(tmp_path / "one.yaml", {**recipe_dict(quiet, "kd", batch_size=8, **training), "threads": 1})
+    two = write_recipe(tmp_path / "two.yaml", {**recipe_dict(quiet, "kd", batch_size=4, **training), "threads": 1})
+    env = child_env(hf_datasets_cache=tmp_path / "hf-cache")
+    args = ["-m", "metanas", "train-supernet"]
+    single = subprocess.run(
+        [sys.executable, *args, str(one), "--run-dir", str(tmp_path / "one"), "--no-wandb"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    # On a machine without CUDA, `--multi_gpu` is what makes accelerate start N processes (plain
+    # `--num_processes 2` and `--cpu` start one); the trainer then runs DDP over gloo.
+    launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["--main_process_port", str(_free_port())]
+    double = subprocess.run(
+        [*launch, *args, str(two), "--run-dir", str(tmp_path / "two"), "--no-wandb"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert double.returncode == 0, double.stderr[-3000:]
+    assert Checkpoint.load(tmp_path / "two" / CHECKPOINT_FILE).world_size == 2
+    assert max_abs_diff(supernet_weights(tmp_path / "one"), supernet_weights(tmp_path / "two")) <= 1e-5

@@ -201,8 +201,16 @@ def _probe_sqlite_file(path: Path) -> None:
 
 
 def _is_lock_error(e: OperationalError) -> bool:
+    """A conflict worth running the transaction again for: SQLite's lock, PostgreSQL's deadlock or serialization."""
     text = str(e.orig).lower()
-    return "locked" in text or "busy" in text
+    return any(word in text for word in ("locked", "busy", "deadlock detected", "could not serialize"))
+
+
+def _connect_error(where: str, e: OperationalError) -> ValueError:
+    """One line for a database that cannot be reached or refuses the login."""
+    lines = [line.strip() for line in str(e.orig).splitlines() if line.strip()]
+    reason = next((line for line in lines if line.startswith("FATAL")), lines[0] if lines else type(e.orig).__name__)
+    return ValueError(f"history {where}: cannot connect ({reason}); nothing was written")
 
 
 URL_FORMS = "a SQLite file path, sqlite:///PATH, or postgresql+psycopg://USER:PASSWORD@HOST/DB"
@@ -261,6 +269,11 @@ class HistoryStore:
             _configure_sqlite(self._engine)
         try:
             self._retry(self._init_schema)
+        except OperationalError as e:
+            self._engine.dispose()
+            if self._engine.dialect.name == "sqlite" or _is_lock_error(e):
+                raise
+            raise _connect_error(repr(self), e) from None
         except BaseException:
             self._engine.dispose()
             raise
@@ -279,6 +292,20 @@ class HistoryStore:
         self._engine.dispose()
 
     # ----- plumbing -------------------------------------------------------
+    @property
+    def engine(self) -> Any:
+        """The SQLAlchemy engine (for the tables of shared studies, `metanas.meta.studies`)."""
+        return self._engine
+
+    def transaction(self, fn: Callable[[Connection], _T]) -> _T:
+        """`fn(conn)` in one write transaction, run again (whole) when another process held the lock."""
+
+        def tx() -> _T:
+            with self._write() as conn:
+                return fn(conn)
+
+        return self._retry(tx)
+
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """One write transaction; on SQLite it takes the write lock up front (BEGIN IMMEDIATE)."""

@@ -36,6 +36,14 @@ class Objective(nn.Module, ABC):
         """Per-batch work shared by every subnet of a step (default: none)."""
         return {}
 
+    def loss_count(self, batch: dict[str, torch.Tensor]) -> float | None:
+        """What the loss on `batch` is a mean over (e.g. its real tokens), or None when every example weighs the same.
+
+        Under DDP the trainer weighs each rank's loss by its share of this count, so the averaged
+        gradient is the one of a single process on the whole global batch.
+        """
+        return None
+
     @abstractmethod
     def loss(
         self,

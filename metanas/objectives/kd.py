@@ -102,6 +102,10 @@ class KDObjective(Objective):
         self._teacher._apply(fn, *args, **kwargs)
         return super()._apply(fn, *args, **kwargs)
 
+    def loss_count(self, batch: dict[str, torch.Tensor]) -> float | None:
+        """The relation and hidden losses are means over the batch's real tokens."""
+        return float(token_mask(batch).sum())
+
     def prepare(self, sn: ElasticBert, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Teacher's last-layer Q/K/V and last hidden state, computed once per batch."""
         teacher = self._teacher

@@ -26,7 +26,15 @@ if TYPE_CHECKING:
 
 STAGES_FORMAT = "metanas.compress-stages/1"
 # Settings that change where or how results are recorded, not what they are.
-UNFINGERPRINTED = ("search.history", "export.overwrite")
+# The study settings say which workers share the search, not what it finds (its strategies are
+# synchronous by generation: one worker or many give the same search.json).
+UNFINGERPRINTED = (
+    "search.history",
+    "search.study",
+    "search.heartbeat_seconds",
+    "search.stale_seconds",
+    "export.overwrite",
+)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from metanas.pipeline.reporting import REPORT_OUTPUTS, report_stage
 from metanas.pipeline.stagelog import Stage, StageLog, StageTracker
 from metanas.pipeline.verify import baseline_archs, ranked_archs, verified
 from metanas.search.runner import run_search
+from metanas.search.study import run_study
 from metanas.space import ArchConfig
 from metanas.supernet.convert import load_teacher_model
 from metanas.supernet.export import ARCH_FILE, write_model_dir
@@ -127,11 +128,7 @@ def search_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict
         "space": run.space.to_dict(),
     }
     with HistoryStore(s.history) as history:
-        result = run_search(
-            run.evaluator(),
-            run.space,
-            cost_model,
-            run.search_budget,
+        common = dict(
             strategy_name=strategy.name,
             strategy_options=strategy.options,
             run_dir=run.run_dir / SEARCH_DIR,
@@ -142,6 +139,12 @@ def search_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict
             objectives=s.objectives,
             task_meta=task_meta,
         )
+        if s.study is None:
+            result = run_search(run.evaluator(), run.space, cost_model, run.search_budget, **common)
+        else:  # one worker of a shared study (metanas.search.study)
+            study = run.run_dir.resolve().name if s.study == "auto" else s.study
+            timing = {"heartbeat_seconds": s.heartbeat_seconds, "stale_seconds": s.stale_seconds}
+            result = run_study(run.evaluator(), run.space, cost_model, run.search_budget, study, **common, **timing)
         history_url = history.url
     return {
         "strategy": strategy.name,

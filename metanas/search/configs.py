@@ -357,6 +357,34 @@ def check_objectives(objectives: Sequence[str], strategy: str, cost_keys: Sequen
         raise ValueError(f"a multi-objective search needs strategy 'nsga2' (or 'random'), not {strategy!r}")
 
 
+STUDY_STRATEGIES = ("random", "evolution", "nsga2")  # synchronous by generation: what a shared study runs
+DEFAULT_HEARTBEAT_SECONDS = 5.0
+DEFAULT_STALE_SECONDS = 60.0
+
+
+def check_study_strategy(name: str) -> None:
+    """A shared study runs only strategies that are synchronous by generation."""
+    if name not in STUDY_STRATEGIES:
+        shown = "evolution with a warm start" if name == "warm_evolution" else repr(name)
+        raise ValueError(
+            f"a shared study (search.study) cannot run {shown}: it is asynchronous (its proposals would depend on "
+            f"which worker finished first); use one of {', '.join(STUDY_STRATEGIES)} "
+            "(evolution with search.warm_start: off), or run the search in one process (search.study: null)"
+        )
+
+
+def check_study_timing(heartbeat_seconds: float, stale_seconds: float) -> None:
+    """The heartbeat must be positive and a claim must miss at least two beats before it is stale."""
+    for name, value in (("heartbeat_seconds", heartbeat_seconds), ("stale_seconds", stale_seconds)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"search.{name} must be a positive number of seconds, got {value!r}")
+    if stale_seconds < 2 * heartbeat_seconds:
+        raise ValueError(
+            f"search.stale_seconds ({stale_seconds:g}) must be at least twice search.heartbeat_seconds "
+            f"({heartbeat_seconds:g}): a live worker would lose its claims"
+        )
+
+
 def make_config(name: str, options: dict[str, Any]) -> StrategyConfig:
     """The config of strategy `name` from `options`; an unknown option names the allowed ones."""
     check_options(f"search strategy {name!r}", options, strategy_options(name))

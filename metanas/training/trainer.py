@@ -339,10 +339,21 @@ class SupernetTrainer:
             torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
         return bool(stop.item())
 
+    def _rank_scale(self, batch: dict[str, torch.Tensor]) -> float:
+        """This rank's share (x world size) of what the objective's loss is a mean over, so that DDP's average of the
+        ranks' gradients is the gradient of one process on the global batch; 1 with one process or equal shares."""
+        count = self.objective.loss_count(batch) if self.world > 1 else None
+        if count is None:
+            return 1.0
+        total = torch.tensor(float(count), device=self.device)
+        torch.distributed.all_reduce(total)
+        return float(count) * self.world / max(float(total.item()), 1.0)
+
     def _micro_step(self, archs: list[tuple[str, ArchConfig]], last_micro: bool, losses: dict[str, list[float]]) -> int:
         """Forward and backward every subnet of the step on one micro-batch; returns its token count."""
         t = self.recipe.training
         batch = self.next_batch()
+        scale = self._rank_scale(batch) / t.grad_accum
         with self.autocast():
             context = self.objective.prepare(self.sn, batch)
         target = None
@@ -360,7 +371,7 @@ class SupernetTrainer:
                         distill_weight=t.inplace_weight,
                         relation_heads=self.relation_heads,
                     )
-                self.accelerator.backward(loss / t.grad_accum)
+                self.accelerator.backward(loss * scale)
             if qkv is not None:
                 target = qkv
             losses.setdefault(f"loss/{role}", []).append(logs["objective"])
