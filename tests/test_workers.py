@@ -132,7 +132,9 @@ def test_four_postgres_workers_run_one_tiny_supernet_study_like_one_worker(postg
         (study,) = list_studies(history)
     workers = study["workers"]
     assert len(workers) == 4 and {w["status"] for w in workers} == {"finished"}
-    assert sum(w["evaluations"] for w in workers) == 24 and sum(w["evaluations"] > 0 for w in workers) >= 2
+    # how the 24 split depends on start-up timing (a worker may finish the tiny study before another has
+    # imported torch); that another worker takes over a claim is what the kill -9 test shows
+    assert sum(w["evaluations"] for w in workers) == 24
     solo = report(tmp_path / "solo")
     assert all(report(tmp_path / f"w{i}") == solo for i in range(4))
 

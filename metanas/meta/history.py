@@ -39,6 +39,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
@@ -59,6 +60,7 @@ _RETRIES = 8
 _T = TypeVar("_T")
 
 metadata = MetaData()
+_SCHEMA_LOCK_KEY = 0x6D6E6873  # serializes creating the schema on PostgreSQL
 schema_table = Table("schema_version", metadata, Column("version", Integer, nullable=False))
 runs_table = Table(
     "runs",
@@ -328,6 +330,8 @@ class HistoryStore:
 
     def _init_schema(self) -> None:
         with self._write() as conn:
+            if conn.dialect.name == "postgresql":  # processes opening a new store at once race on CREATE TABLE
+                conn.execute(sql_text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
             tables = set(inspect(conn).get_table_names())
             if "schema_version" in tables:
                 _check_version(repr(self), list(conn.execute(select(schema_table.c.version)).scalars()))
