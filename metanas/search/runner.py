@@ -62,6 +62,15 @@ SAMPLER_TRIES = 200  # rejection draws per constraint-aware sample before shrink
 COST_PREFERENCE = ("latency_ms", "flops", "non_embedding_params", "params")
 
 
+def score_arch(evaluator: Any, arch: ArchConfig) -> tuple[float, float]:
+    """(metric, fitness) of `arch`; a non-finite metric is an invalid evaluation: fitness -inf, worst metric."""
+    metric = evaluator.metric(arch)
+    fitness = evaluator.to_fitness(metric)
+    if not math.isfinite(fitness):
+        return (-math.inf if evaluator.higher_is_better else math.inf), -math.inf
+    return metric, fitness
+
+
 @dataclass
 class SearchResult:
     """What a finished search found, and where its outputs are."""
@@ -140,11 +149,7 @@ class _Recorder:
         if previous is not None:
             metric, fitness = float(previous.metric_value), float(previous.fitness)
         else:
-            metric = self.evaluator.metric(arch)
-            fitness = self.evaluator.to_fitness(metric)
-            if not math.isfinite(fitness):
-                fitness = -math.inf
-                metric = -math.inf if self.evaluator.higher_is_better else math.inf
+            metric, fitness = score_arch(self.evaluator, arch)
             if self.history is not None:
                 record = EvalRecord(
                     run_id=self.run_id,

@@ -52,7 +52,14 @@ from metanas.search.configs import (
     check_study_strategy,
     check_study_timing,
 )
-from metanas.search.runner import SearchResult, _build_strategy, _generation_stats, _log_to_tracker, _write_outputs
+from metanas.search.runner import (
+    SearchResult,
+    _build_strategy,
+    _generation_stats,
+    _log_to_tracker,
+    _write_outputs,
+    score_arch,
+)
 from metanas.space import ArchConfig, SearchSpace
 
 if TYPE_CHECKING:
@@ -138,11 +145,7 @@ class _Search:
         arch = ArchConfig.from_json(trial.arch)
         costs = self.cost_model.costs(arch)
         started = time.perf_counter()
-        metric = self.evaluator.metric(arch)
-        fitness = self.evaluator.to_fitness(metric)
-        if not math.isfinite(fitness):
-            fitness = -math.inf
-            metric = -math.inf if self.evaluator.higher_is_better else math.inf
+        metric, fitness = score_arch(self.evaluator, arch)
         seconds = time.perf_counter() - started
         record = EvalRecord(
             run_id=self.study,
