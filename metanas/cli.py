@@ -337,6 +337,71 @@ def _run_meta_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- bench
+
+
+def _add_bench(p: argparse.ArgumentParser) -> None:
+    from metanas.bench.protocol import DEFAULT_BUDGET_QUANTILE, DEFAULT_REFERENCE
+
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    info = sub.add_parser("info", help="the tasks of a table file, their rows and spaces (checksums verified)")
+    info.add_argument("table", help="benchmark table file (scripts/build_bench_table.py writes one)")
+    replay = sub.add_parser(
+        "replay",
+        help="replay strategies x seeds on tasks of a table file, without a supernet",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    replay.add_argument("table", help="benchmark table file")
+    replay.add_argument("--tasks", type=_comma_list, default=None, help="comma-separated tasks (default: all)")
+    replay.add_argument(
+        "--strategies", type=_comma_list, default=["random", "evolution"], help="comma-separated strategy names"
+    )
+    replay.add_argument("--seeds", type=int, default=10)
+    replay.add_argument("--evals", type=int, default=256, help="evaluations per run (equal for every strategy)")
+    replay.add_argument(
+        "--budget", type=float, default=DEFAULT_BUDGET_QUANTILE, help="non-embedding params limit: this quantile"
+    )
+    replay.add_argument("--reference", type=int, default=DEFAULT_REFERENCE, help="random feasible archs fixing targets")
+    replay.add_argument(
+        "--options", type=json.loads, default=None, help='JSON: strategy -> options, e.g. \'{"rl": {"lr": 0.05}}\''
+    )
+    replay.add_argument(
+        "--live", default=None, help="the task suite's cache (scripts/build_suite.py): evaluate archs the table lacks"
+    )
+    replay.add_argument("--suite", default=None, help="the task suite YAML of --live (default: the shipped one)")
+    replay.add_argument("--json", default=None, help="write the result (per task and overall) here")
+    replay.add_argument("--traces", action="store_true", help="with --json: keep every run's fitness trace too")
+
+
+def _comma_list(text: str) -> list[str]:
+    return [part for part in text.split(",") if part]
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    if args.action == "info":
+        from metanas.bench.tablefile import load_bench_table
+
+        for name, task in sorted(load_bench_table(args.table).items()):
+            print(f"{name}: {len(task.rows)} archs, {task.info['metric_name']}, space {task.space.signature()[:12]}")
+        return 0
+    from metanas._io import atomic_write_json
+    from metanas.bench.run import LiveTables, format_overall, run_bench
+
+    live = LiveTables(args.live, args.suite) if args.live else None
+    result = run_bench(
+        args.table, args.tasks, args.strategies, args.seeds, args.evals, args.budget, args.reference, args.options, live
+    )
+    print(format_overall(result))
+    print(f"{len(result['tasks'])} tasks x {args.seeds} seeds in {result['seconds']:.1f} s")
+    if args.json:
+        if not args.traces:
+            for task in result["tasks"].values():
+                task.pop("runs")
+        atomic_write_json(result, args.json, indent=1, strict=True)
+        print(f"result: {args.json}")
+    return 0
+
+
 COMMANDS: list[Command] = [
     Command(
         "compress",
@@ -355,6 +420,9 @@ COMMANDS: list[Command] = [
     Command("history", "list or export the evaluation history", _add_history, _run_history),
     Command(
         "meta-train", "meta-train the warm-start predictor on the evaluation history", _add_meta_train, _run_meta_train
+    ),
+    Command(
+        "bench", "replay search strategies on published fitness tables (no supernet needed)", _add_bench, _run_bench
     ),
 ]
 

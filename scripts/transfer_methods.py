@@ -30,7 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from metanas.space import ArchConfig, SearchSpace
+from metanas.bench.protocol import BenchTarget
+from metanas.search.tpe import tpe_distributions, tpe_params
+from metanas.space import ArchConfig
 
 COLD = ("random", "evolution", "tpe", "proxy", "target")
 TRANSFER = ("incumbents", "warm", "warm-tpe")
@@ -40,49 +42,14 @@ STRESS = "warm-shuffled"
 BASELINES = ("evolution", "tpe", "proxy", "target")  # the non-transfer baselines warm start must beat
 
 
-@dataclass
-class Target:
-    """One target task under the benchmark's budget: its table, feasibility, sampler and reference range.
+class Target(BenchTarget):
+    """One target task under the benchmark's budget (`metanas.bench.protocol`), with its growing table."""
 
-    The budget is a quantile of the non-embedding params of uniformly random archs of the
-    task's space, so every space admits the same share of itself (a fixed fraction of the
-    largest arch would be loose in one space and infeasible in another).
-    """
-
-    table: Any
-    budget_quantile: float
-    seq_len: int
-    space: SearchSpace = field(init=False)
-
-    def __post_init__(self) -> None:
-        from metanas.cost import Budget, CostModel
-
-        self.space = self.table.space
-        self.cost_model = CostModel(self.space, seq_len=self.seq_len)
-        rng = random.Random(f"budget:{self.space.signature()}")
-        sizes = [self.space.params(self.space.sample(rng), embeddings=False) for _ in range(4000)]
-        self.limit = float(np.quantile(sizes, self.budget_quantile))
-        self.budget = self.cost_model.check_feasible(Budget(non_embedding_params=self.limit, seq_len=self.seq_len))
-
-    @property
-    def name(self) -> str:
-        return self.table.task.name
-
-    def feasible(self, arch: ArchConfig) -> bool:
-        return self.cost_model.feasible(arch, self.budget)
-
-    def sampler(self, rng: random.Random) -> ArchConfig:
-        return self.cost_model.sample_feasible(rng, self.budget, 200)
-
-    def reference(self, n: int) -> list[ArchConfig]:
-        """`n` distinct uniformly random feasible archs, the same for every run: the targets' reference sample."""
-        rng = random.Random(f"reference:{self.space.signature()}:{self.budget_quantile}")
-        out: dict[ArchConfig, None] = {}
-        for _ in range(50 * n):
-            if len(out) == n:
-                break
-            out[self.sampler(rng)] = None
-        return list(out)
+    def __init__(self, table: Any, budget_quantile: float, seq_len: int) -> None:
+        quantile = BenchTarget.from_quantile(table.task.name, table.space, budget_quantile, seq_len)
+        super().__init__(quantile.name, quantile.cost_model, quantile.budget, quantile.label)
+        self.budget_quantile = budget_quantile
+        self.table = table
 
 
 @dataclass
@@ -161,26 +128,6 @@ def _repair(t: Target, arch: ArchConfig, rng: random.Random) -> ArchConfig | Non
     return arch
 
 
-def _tpe_distributions(space: SearchSpace) -> dict[str, Any]:
-    import optuna
-
-    dist = optuna.distributions.CategoricalDistribution
-    out = {"depth": dist(list(space.depth_choices)), "hidden": dist(list(space.hidden_choices))}
-    for i in range(space.max_depth):
-        out[f"heads_{i}"] = dist(list(space.head_choices))
-        out[f"ffn_{i}"] = dist(list(space.ffn_choices))
-    return out
-
-
-def _tpe_params(space: SearchSpace, arch: ArchConfig) -> dict[str, Any]:
-    """An arch as TPE parameters; layers beyond its depth repeat its last layer (TPE ignores them)."""
-    params: dict[str, Any] = {"depth": arch.depth, "hidden": arch.hidden}
-    for i in range(space.max_depth):
-        params[f"heads_{i}"] = arch.heads[min(i, arch.depth - 1)]
-        params[f"ffn_{i}"] = arch.ffn[min(i, arch.depth - 1)]
-    return params
-
-
 def run_tpe(
     t: Target, seed: int, evals: int, start: Sequence[tuple[ArchConfig, float]] = (), origin: str = "tpe"
 ) -> dict[str, Any]:
@@ -201,13 +148,13 @@ def run_tpe(
     rng = random.Random(f"tpe-repair:{seed}")
     seen: dict[ArchConfig, float] = {}
     trace: list[float] = []
-    distributions = _tpe_distributions(space) if start else {}
+    distributions = tpe_distributions(space) if start else {}
     for arch, value in start[:evals]:
         if arch not in seen:
             seen[arch] = value
             trace.append(value)
             study.add_trial(
-                optuna.trial.create_trial(params=_tpe_params(space, arch), distributions=distributions, value=value)
+                optuna.trial.create_trial(params=tpe_params(space, arch), distributions=distributions, value=value)
             )
     starting = len(trace)
     trials = 0

@@ -17,26 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from metanas.bench.protocol import best_so_far, evals_to, normalized
+
 BOOTSTRAP = 2000
-
-
-def best_so_far(trace: Sequence[float], evals: int) -> np.ndarray:
-    """Best fitness after 1..evals evaluations (a run that stopped early keeps its last best)."""
-    if not trace:
-        return np.full(evals, -math.inf)
-    best = np.maximum.accumulate(np.asarray(trace, dtype=float))[:evals]
-    return np.concatenate([best, np.full(evals - len(best), best[-1])])
-
-
-def normalized(values: np.ndarray, f_min: float, f_ref: float) -> np.ndarray:
-    span = f_ref - f_min
-    return (values - f_min) / span if span > 0 else np.zeros_like(values)
-
-
-def evals_to(trace: Sequence[float], target: float, evals: int) -> int:
-    """Evaluations until best-so-far >= target; evals + 1 when never."""
-    hit = np.nonzero(best_so_far(trace, evals) >= target)[0]
-    return int(hit[0]) + 1 if hit.size else evals + 1
 
 
 def bootstrap_median(values: Sequence[float], seed: int = 0) -> list[float]:

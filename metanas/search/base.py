@@ -24,6 +24,9 @@ from metanas.space import ArchConfig, SearchSpace
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from metanas.cost.budget import Budget
+    from metanas.cost.model import CostModel
+    from metanas.evaluate import Evaluator
     from metanas.meta.history import EvalRecord
 
 Feasible = Callable[[ArchConfig], bool]
@@ -172,6 +175,18 @@ class Strategy(ABC):
         """Called once before the search starts or resumes: what is known of the task, (when
         `wants_sources`) the previous tasks' evaluations in this space, frozen for the whole search,
         and the run directory, where a strategy may keep files its resume needs."""
+
+    @property
+    def wants_evaluator(self) -> bool:
+        """Whether the search needs the supernet itself, not only scores (`attach_evaluator` then receives it)."""
+        return False
+
+    def attach_evaluator(  # noqa: B027 - an optional hook, a no-op unless a strategy needs it
+        self, evaluator: Evaluator, cost_model: CostModel, budget: Budget
+    ) -> None:
+        """Called once before the search starts or resumes when `wants_evaluator`: the evaluator (its
+        supernet, objective and fitness batches), the cost model and the absolute budget, for a
+        strategy that optimises on the supernet directly (e.g. a differentiable search)."""
 
     def describe(self) -> StrategyEvent | None:
         """How this search starts (e.g. which predictor it uses), logged once by the runner."""

@@ -10,10 +10,14 @@ from typing import Any
 from metanas.meta.choice import WarmStartChoice, resolve_warm_start
 from metanas.search.aging import AgingEvolution
 from metanas.search.base import Feasible, Sampler, Strategy
+from metanas.search.bo import BayesOpt
 from metanas.search.configs import STRATEGY_CONFIGS, WARM_STRATEGY, make_config
+from metanas.search.differentiable import DifferentiableSearch
 from metanas.search.evolution import Evolution
 from metanas.search.nsga2 import NSGA2
 from metanas.search.random_search import RandomSearch
+from metanas.search.rl import RLController
+from metanas.search.tpe import OptunaSearch
 from metanas.search.warm import WarmStartEvolution
 from metanas.space import SearchSpace
 
@@ -25,6 +29,10 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "nsga2": NSGA2,
     "aging": AgingEvolution,
     "warm_evolution": WarmStartEvolution,
+    "tpe": OptunaSearch,
+    "bo": BayesOpt,
+    "differentiable": DifferentiableSearch,
+    "rl": RLController,
 }
 assert set(STRATEGIES) == set(STRATEGY_CONFIGS)
 
@@ -58,10 +66,14 @@ def resolve_strategy(strategy: str, options: Mapping[str, Any], warm_start: str)
     set, else as plain evolution.
 
     A plain evolution that falls back from a warm start drops the warm-start-only
-    options (and lists them as unused). Other strategies have no warm start.
+    options (and lists them as unused). A strategy with its own `warm_start` option (`bo`)
+    gets the recipe's; the others have no warm start.
     """
     options = dict(options)
     if strategy != "evolution":
+        if "warm_start" in STRATEGY_CONFIGS[strategy].option_names():  # e.g. bo's meta surrogate
+            choice = resolve_warm_start(warm_start)
+            return ResolvedStrategy(strategy, {**options, "warm_start": warm_start}, choice, choice.message)
         return ResolvedStrategy(strategy, options, None, f"{strategy} (no warm start for this strategy)")
     scorer = options.get("scorer", "meta")
     if scorer != "meta":  # a baseline of the warm start: no predictor to resolve

@@ -324,6 +324,8 @@ def run_search(
     meta = target_task_meta(task_meta, evaluator.metric_name, evaluator.higher_is_better, cost_model.seq_len)
     sources = frozen_sources(run_dir, history, space.signature(), task_id) if strategy.wants_sources else None
     strategy.attach(meta, sources.records if sources is not None else [], run_dir=run_dir)
+    if strategy.wants_evaluator:
+        strategy.attach_evaluator(evaluator, cost_model, budget)
     config = {
         "strategy": strategy_name,
         "options": strategy.options(),

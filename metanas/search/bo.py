@@ -1,0 +1,236 @@
+"""Bayesian optimisation with an ensemble surrogate (strategy `bo`): the predictor-only counterpart of the warm start.
+
+Rounds, each one `ask`/`tell`:
+
+1. The initial design: the anchors within the budget (origin `anchor`; their scores
+   are the task's fingerprint for the meta-predictor) and `initial_random` random
+   feasible archs (origin `random`).
+2. Every later round: the surrogate is fitted on every finite evaluation so far and
+   gives a mean and an uncertainty (the spread of its ensemble members) for every
+   candidate: `pool_size` random feasible archs and `mutants` mutants of each of the
+   `incumbents` best archs (repaired into the budget when `repair` is on). The
+   `batch_size` candidates of highest expected improvement over the surrogate's best
+   mean among the evaluated archs are evaluated (origin `predicted`).
+
+Surrogates: `meta` is the meta-predictor that `warm_start` picks, exactly as the warm
+start picks it (`resolve_warm_start`, and `resolve_auto` on the user's history once the
+runner has frozen it), conditioned on the anchors' scores (`target_embedding`) and
+re-adapted every round on the target's evaluations (`MetaPredictor.adapt`); without a
+predictor (`warm_start: off`, or `auto` with none) the search says so and uses
+`target`: the same ensemble trained on the target's evaluations only
+(`MetaPredictor.target_only`), which needs `MIN_TARGET_ROWS` of them (random picks
+until then).
+
+Resume: the surrogate is not stored. It is refit at the start of every round from the
+predictor file and the stored evaluations, with a seed derived from the search seed and
+the round, on one torch thread, so a resumed search recomputes the same weights and
+proposes exactly what the uninterrupted one would; the state records the predictor
+file's sha256 and refuses to resume with another file.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.special import ndtr
+
+from metanas._threads import torch_threads
+from metanas.meta.anchors import anchor_archs
+from metanas.meta.autotrain import DEFAULT_ENCODING, resolve_auto
+from metanas.meta.choice import WarmStartChoice, resolve_warm_start
+from metanas.meta.encoding import arch_feature_matrix, target_embedding
+from metanas.meta.history import EvalRecord
+from metanas.meta.predictor import MetaPredictor
+from metanas.search.base import Strategy, StrategyEvent
+from metanas.search.configs import BOConfig
+from metanas.search.warm.seeding import diverse_top
+from metanas.search.warm.strategy import MIN_TARGET_ROWS, ORIGIN_ANCHOR, ORIGIN_PREDICTED
+from metanas.space import ArchConfig, SearchSpace
+
+logger = logging.getLogger(__name__)
+
+Surrogate = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # arch features -> (mean, std)
+
+
+def expected_improvement(mean: np.ndarray, std: np.ndarray, best: float, xi: float = 0.0) -> np.ndarray:
+    """E[max(f - best - xi, 0)] under f ~ N(mean, std^2): high where the mean is high or the surrogate unsure.
+
+    A zero std gives the plain improvement `max(mean - best - xi, 0)`.
+    """
+    mean, std = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
+    gain = mean - best - xi
+    safe = np.where(std > 0, std, 1.0)
+    z = gain / safe
+    ei = gain * ndtr(z) + safe * np.exp(-0.5 * z**2) / math.sqrt(2 * math.pi)
+    return np.where(std > 0, np.maximum(ei, 0.0), np.maximum(gain, 0.0))
+
+
+@functools.lru_cache(maxsize=16)
+def _anchors(space: SearchSpace, k: int, seed: int, seq_len: int, max_layers: int) -> tuple[ArchConfig, ...]:
+    """`anchor_archs`, once per space and encoding: drawing them costs a pool of 2000 archs' features."""
+    return tuple(anchor_archs(space, k, seed, seq_len=seq_len, max_layers=max_layers))
+
+
+class BayesOpt(Strategy):
+    """Expected improvement over random feasible archs and mutants of the incumbents, scored by an ensemble."""
+
+    name = "bo"
+    Config = BOConfig
+    config: BOConfig
+
+    def __init__(self, *args: Any, task_meta: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        """`task_meta`: the target's objective, higher_is_better, seq_len (the runner's `attach` fills it)."""
+        super().__init__(*args, **kwargs)
+        self.task_meta = dict(task_meta or {})
+        self._initial_asked = False
+        self._use(self._first_choice())
+
+    def _first_choice(self) -> WarmStartChoice:
+        if self.config.surrogate == "meta":
+            return resolve_warm_start(self.config.warm_start)
+        return WarmStartChoice(None, None, None, "bo surrogate=target: no source task, no predictor file")
+
+    def _use(self, choice: WarmStartChoice) -> None:
+        """Score with `choice`'s predictor and encoding; without one, with a target-only model (default encoding)."""
+        self.choice = choice
+        self.base: MetaPredictor | None = choice.predictor
+        self.surrogate = "meta" if self.base is not None else "target"
+        self.encoding = dict(self.base.encoding) if self.base is not None else dict(DEFAULT_ENCODING)
+        enc = self.encoding
+        key = (int(enc["anchor_k"]), int(enc["anchor_seed"]), int(enc["seq_len"]), int(enc["max_layers"]))
+        self.anchors = list(_anchors(self.space, *key))
+        self.message = choice.message
+        if self.config.surrogate == "meta" and self.base is None:
+            self.message = f"bo surrogate=target, since there is no meta-predictor ({choice.message})"
+            logger.info(self.message)
+
+    # ----- configuration and the runner's hooks ---------------------------------
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "task_meta": self.task_meta}
+
+    def _schedule_over(self) -> bool:
+        return len(self.evaluated) >= self.config.num_samples
+
+    @property
+    def wants_sources(self) -> bool:
+        """`auto` may train the meta surrogate on previous tasks; the target surrogate never reads them."""
+        return self.config.surrogate == "meta" and self.config.warm_start == "auto"
+
+    def attach(self, task_meta: Mapping[str, Any], sources: Sequence[EvalRecord], run_dir: Path | None = None) -> None:
+        """Take the task's metadata (unless given); with `warm_start: auto`, pick the predictor on the sources (one
+        meta-trained on them when they hold enough tasks, kept in `run_dir` for an exact resume)."""
+        if not self.task_meta:
+            self.task_meta = dict(task_meta)
+        if self.wants_sources:
+            self._use(resolve_auto(self.space, sources, self.choice, run_dir))
+
+    def describe(self) -> StrategyEvent:
+        return StrategyEvent(self.message, {"search/bo_surrogate": self.surrogate})
+
+    def extra_state(self) -> dict[str, Any]:
+        path = None if self.choice.path is None else str(self.choice.path)
+        return {"bo": {"surrogate": self.surrogate, "predictor": path, "message": self.message}}
+
+    # ----- proposals -----------------------------------------------------------
+    def ask(self, n: int | None = None) -> list[ArchConfig]:
+        """The initial design on the first call (default size: feasible anchors + `initial_random`), then batches of
+        `n` (default `batch_size`) by expected improvement."""
+        c = self.config
+        remaining = c.num_samples - len(self.evaluated) - len(self._pending)
+        if remaining <= 0:
+            return []
+        if not self._initial_asked:
+            self._initial_asked = True
+            anchors = [a for a in self.anchors if self.is_new(a) and self.feasible(a)]
+            k = min(n or len(anchors) + c.initial_random, remaining)
+            out = anchors[:k]
+            for a in out:
+                self._pending[a] = ORIGIN_ANCHOR
+            return self._finish_ask(out + self._random_batch(k - len(out)))
+        k = min(n or c.batch_size, remaining)
+        with torch_threads(1):  # the ensemble's small matmuls: bit-identical across runs
+            surrogate = self._fit()
+            out = self._by_expected_improvement(k, surrogate) if surrogate is not None else []
+        return self._finish_ask(out + self._random_batch(k - len(out)))
+
+    def _features(self, archs: Sequence[ArchConfig]) -> np.ndarray:
+        return arch_feature_matrix(self.space, archs, int(self.encoding["seq_len"]), int(self.encoding["max_layers"]))
+
+    def _fit(self) -> Surrogate | None:
+        """The surrogate on every finite evaluation so far: features -> (mean, std); None while the target-only model
+        has too few distinct rows. A deterministic function of the evaluations and the round."""
+        c = self.config
+        rows = [e for e in self.evaluated.values() if math.isfinite(e.fitness)]
+        x = self._features([e.arch for e in rows])
+        y = np.array([e.fitness for e in rows])
+        seed = self.seed * 1000 + self.generation
+        if self.base is not None:
+            fitness = {a: self.evaluated[a].fitness for a in self.anchors if a in self.evaluated}
+            x_task = target_embedding(self.anchors, fitness, self.task_meta)
+            model = self.base
+            if len(rows) >= 2 and c.adapt_steps > 0:
+                model = self.base.adapt(x, np.tile(x_task, (len(rows), 1)), y, c.adapt_steps, c.adapt_lr, seed)
+            return lambda feats: model.predict(feats, np.tile(x_task, (len(feats), 1)))
+        if len(rows) < MIN_TARGET_ROWS or len(np.unique(y)) < 2:
+            return None
+        target = MetaPredictor(encoding=self.encoding).target_only().fit(x, y, c.target_epochs, seed)
+        return target.predict
+
+    def _candidates(self) -> list[ArchConfig]:
+        """Distinct new feasible archs: `pool_size` random draws, then `mutants` mutants of each incumbent."""
+        c = self.config
+        out: dict[ArchConfig, None] = {}
+        for _ in range(c.pool_size):
+            arch = self._sample()
+            if self.is_new(arch) and self.feasible(arch):
+                out[arch] = None
+        for parent in [e.arch for e in self.top(c.incumbents)]:
+            for _ in range(c.mutants):
+                child = self.space.mutate(parent, self.rng, c.mutation_prob, c.depth_prob, c.hidden_prob)
+                child = self.repaired(child, parent) if c.repair else child
+                if self.is_new(child) and self.feasible(child):
+                    out[child] = None
+        return list(out)
+
+    def _by_expected_improvement(self, k: int, surrogate: Surrogate) -> list[ArchConfig]:
+        """The `k` candidates of highest EI (ties: higher mean), at least `diversity` x the median distance apart."""
+        candidates = self._candidates()
+        if not candidates:
+            return []
+        feats = self._features(candidates)
+        mean, std = surrogate(feats)
+        seen = [e.arch for e in self.evaluated.values() if math.isfinite(e.fitness)]
+        best = float(np.max(surrogate(self._features(seen))[0])) if seen else float(np.max(mean))
+        ei = expected_improvement(mean, std, best, self.config.xi)
+        order = np.lexsort((-mean, -ei))  # by EI, then by mean where EI ties (e.g. at zero)
+        if self.config.diversity > 0:
+            rank_score = np.empty(len(order))
+            rank_score[order] = -np.arange(len(order), dtype=float)
+            spread = np.median(np.linalg.norm(feats - feats[order[0]], axis=1))
+            order = np.array(diverse_top(rank_score, feats, k, self.config.diversity * float(spread)))
+        picked = [candidates[i] for i in order[:k]]
+        for a in picked:
+            self._pending[a] = ORIGIN_PREDICTED
+        return picked
+
+    # ----- state -----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        bo = {"predictor_sha256": self.choice.sha256, "initial_asked": self._initial_asked}
+        return {**super().state_dict(), "bo": bo}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a snapshot; refuses one taken with another predictor file (the surrogate would differ)."""
+        bo = state["bo"]
+        if bo["predictor_sha256"] != self.choice.sha256:
+            raise ValueError(
+                f"{self.name}: the search state was made with predictor sha256 {bo['predictor_sha256']}, but "
+                f"warm_start={self.config.warm_start!r} now resolves to {self.choice.sha256} ({self.message})"
+            )
+        super().load_state_dict(state)
+        self._initial_asked = bool(bo["initial_asked"])

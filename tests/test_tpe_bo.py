@@ -1,0 +1,342 @@
+"""Strategies `tpe` (Optuna's samplers) and `bo` (Bayesian optimisation with an ensemble surrogate), offline, seeded.
+
+Scores come from `synthetic_loss` (or, for the meta-predictor, a synthetic task family
+whose per-layer weighting depends on a task latent) over the MiniLM space, so every
+search runs in well under a second per hundred evaluations; the meta-predictor is
+meta-trained in-process with a tiny epoch grid.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+from synthetic import drive, minilm_space, synthetic_evaluator, synthetic_loss
+
+from metanas.cost import Budget, CostModel
+from metanas.meta.anchors import anchor_archs
+from metanas.meta.history import EvalRecord
+from metanas.meta.metatrain import meta_train
+from metanas.search import RandomSearch, Strategy, make_strategy
+from metanas.search.bo import BayesOpt, expected_improvement
+from metanas.search.configs import BOConfig, TPEConfig, make_config
+from metanas.search.runner import RESULT_FILE, STATE_FILE, run_search
+from metanas.search.tpe import OPTUNA_FILE, OptunaSearch, arch_from_params
+from metanas.space import ArchConfig
+
+SPACE = minilm_space()
+SEEDS = range(5)
+BUDGET = {"non_embedding_params": "40%"}
+LATENTS = {"src0": (0.8, -0.6), "src1": (0.6, -0.9), "src2": (-0.7, 0.8), "src3": (0.9, -0.3)}
+TARGET = (0.7, -0.5)
+BO_FAST = {"pool_size": 150, "mutants": 10, "target_epochs": 40, "adapt_steps": 10, "initial_random": 4}
+TASK_META = {"objective": "kd", "higher_is_better": True, "seq_len": 128}
+
+
+def fitness(arch: ArchConfig) -> float:
+    return -synthetic_loss(arch)
+
+
+def constrained(**limits: Any) -> tuple[CostModel, Callable[[ArchConfig], bool], Callable[[random.Random], ArchConfig]]:
+    """The cost model, feasibility predicate and the runner's constraint-aware sampler under `limits`."""
+    cm = CostModel(SPACE, seq_len=128)
+    budget = cm.check_feasible(Budget(**(limits or BUDGET)))
+    return cm, lambda a: cm.feasible(a, budget), lambda r: cm.sample_feasible(r, budget, 200)
+
+
+def tpe(seed: int, limits: dict[str, Any] | None = None, **options: Any) -> OptunaSearch:
+    _, feasible, sampler = constrained(**(limits or BUDGET))
+    config = TPEConfig(**{"num_samples": 24, "batch_size": 6, "multivariate": True, **options})
+    return OptunaSearch(SPACE, feasible, seed, sampler=sampler, config=config)
+
+
+def bo(seed: int, limits: dict[str, Any] | None = None, **options: Any) -> BayesOpt:
+    _, feasible, sampler = constrained(**(limits or BUDGET))
+    options = {"surrogate": "target", "num_samples": 30, "batch_size": 6, **BO_FAST, **options}
+    return BayesOpt(SPACE, feasible, seed, sampler=sampler, task_meta=TASK_META, **options)
+
+
+def family_fitness(arch: ArchConfig, z: tuple[float, float]) -> float:
+    """Bigger is better with diminishing returns; z moves head and FFN value between lower and upper layers."""
+    gain = 3.0 * math.log(arch.hidden)
+    for i, (h, f) in enumerate(zip(arch.heads, arch.ffn)):
+        t = i / max(1, SPACE.max_depth - 1)
+        gain += (1.0 + z[0] * (0.5 - t)) * math.log(h) + (0.8 + z[1] * (t - 0.5)) * math.log(f / 96)
+    return gain - 60.0
+
+
+def target_fitness(arch: ArchConfig) -> float:
+    return family_fitness(arch, TARGET)
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A meta-predictor trained on 4 source tasks (anchors + 24 random archs each) for 40 epochs."""
+    cm, anchors = CostModel(SPACE), anchor_archs(SPACE)
+    records = {}
+    for t, (task, z) in enumerate(LATENTS.items()):
+        rng = random.Random(t)
+        archs = anchors + [SPACE.sample(rng) for _ in range(24)]
+        records[task] = [
+            EvalRecord(
+                run_id=f"run-{task}",
+                task_id=task,
+                space_signature=SPACE.signature(),
+                arch=a,
+                fitness=family_fitness(a, z),
+                metric_name="kd_loss",
+                metric_value=-family_fitness(a, z),
+                origin="anchor" if i < len(anchors) else "random",
+                task_meta={"objective": "kd"},
+                **cm.costs(a),
+            )  # fmt: skip
+            for i, a in enumerate(archs)
+        ]
+    path = tmp_path_factory.mktemp("predictor") / "meta.safetensors"
+    meta_train(records, [SPACE], val_tasks=0.0, epochs_grid=(40,), weight_decay_grid=(1e-4,), out_path=path)
+    return path
+
+
+def resume_matches(make: Callable[[], Strategy], score: Callable[[ArchConfig], float], rounds: int = 2) -> None:
+    """A snapshot taken between an ask and its tell, loaded through JSON, proposes and ends like the original."""
+    a = make()
+    for _ in range(rounds):
+        archs = a.ask()
+        a.tell(archs, [score(x) for x in archs])
+    pending = a.ask()
+    b = make()
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    assert b.evaluated == a.evaluated and b.generation == a.generation == rounds
+    for s in (a, b):
+        s.tell(pending, [score(x) for x in pending])
+    assert drive(b, score) == drive(a, score) and list(b.evaluated.values()) == list(a.evaluated.values())
+
+
+# --------------------------------------------------------------------------- tpe
+
+
+def test_tpe_repairs_into_the_budget_and_records_repaired_trials() -> None:
+    _, feasible, _ = constrained(non_embedding_params="30%")
+    strategy = tpe(0, {"non_embedding_params": "30%"}, num_samples=48)
+    asked, origins = [], set()
+    while not strategy.done and (archs := strategy.ask()):
+        asked += archs
+        origins |= {strategy.origin(a) for a in archs}
+        strategy.tell(archs, [fitness(a) for a in archs])
+    assert len(asked) == len(set(asked)) == 48 == strategy.planned_evaluations() and all(map(feasible, asked))
+    assert origins == {"tpe"} and strategy.ask() == [] and not strategy._waiting
+    trials = strategy.study.get_trials()
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    repaired = [t for t in trials if t.user_attrs.get("repaired")]
+    assert repaired and all(t.state == optuna.trial.TrialState.FAIL for t in repaired)
+    assert all(not feasible(arch_from_params(t.params)) for t in repaired)  # the raw proposal broke the budget
+    assert all(feasible(ArchConfig.from_json(t.user_attrs["arch"])) for t in repaired)  # what was evaluated fits
+    # Every evaluation is a completed trial with its arch's parameters and its fitness (duplicates too).
+    told = {arch_from_params(t.params): t.value for t in complete}
+    assert set(told) == set(asked) and all(told[a] == pytest.approx(fitness(a)) for a in asked)
+    assert len(complete) >= len(asked) and all(t.state.is_finished() for t in trials)  # none left running
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", pytest.param("gp", marks=pytest.mark.slow), "random"])
+def test_tpe_samplers_are_deterministic_and_resume_exactly(sampler: str) -> None:
+    options = {"optuna_sampler": sampler, "n_startup_trials": 6, "population_size": 8}
+    if sampler == "gp":
+        options.update(num_samples=12, batch_size=4)
+    first = drive(tpe(3, **options), fitness)
+    assert first == drive(tpe(3, **options), fitness) and len(first) == options.get("num_samples", 24)
+    assert first != drive(tpe(4, **options), fitness)
+    resume_matches(lambda: tpe(3, **options), fitness)
+
+
+def beats_random(make: Callable[[int], Strategy], evaluations: int) -> dict[str, list[float]]:
+    """Best fitness per seed of `make(seed)` and of random search, both spending `evaluations`, all feasible."""
+    _, feasible, sampler = constrained()
+    best: dict[str, list[float]] = {"strategy": [], "random": []}
+    for seed in SEEDS:
+        rnd = RandomSearch(SPACE, feasible, seed, num_samples=evaluations, batch_size=10, sampler=sampler)
+        for name, strategy in (("strategy", make(seed)), ("random", rnd)):
+            asked = drive(strategy, fitness)
+            assert len(asked) == len(set(asked)) == evaluations and all(map(feasible, asked))
+            best[name].append(max(map(fitness, asked)))
+    medians = {name: round(statistics.median(values), 3) for name, values in best.items()}
+    print(f"median best fitness over {len(SEEDS)} seeds at {evaluations} evaluations: {medians}")
+    return best
+
+
+@pytest.mark.slow
+def test_tpe_beats_random_search_at_equal_evaluations() -> None:
+    best = beats_random(lambda seed: tpe(seed, num_samples=80, batch_size=10, multivariate=False), 80)
+    assert statistics.median(best["strategy"]) > statistics.median(best["random"]) + 0.5, best
+    assert sum(t > r for t, r in zip(best["strategy"], best["random"])) >= 4
+
+
+def search(run_dir: Path, strategy: str, options: dict[str, Any], interrupt_at: int = 0, **kw: Any) -> Any:
+    evaluator = synthetic_evaluator(synthetic_loss, interrupt_at=interrupt_at)
+    cm = CostModel(SPACE)
+    return run_search(evaluator, SPACE, cm, BUDGET, strategy, options, run_dir, task_id="t", seed=2, **kw)
+
+
+def interrupted_then_resumed(tmp_path: Path, strategy: str, options: dict[str, Any], at: int) -> dict[str, Any]:
+    """The state of a search stopped by Ctrl-C in its `at`-th evaluation and resumed, next to an uninterrupted one."""
+    search(tmp_path / "ref", strategy, options)
+    with pytest.raises(KeyboardInterrupt):
+        search(tmp_path / "run", strategy, options, interrupt_at=at)
+    search(tmp_path / "run", strategy, options)
+    ref, run = (json.loads((tmp_path / d / STATE_FILE).read_text()) for d in ("ref", "run"))
+    assert run["evaluations"] == ref["evaluations"] and run["strategy"]["evaluated"] == ref["strategy"]["evaluated"]
+    return {"ref": ref, "run": run}
+
+
+@pytest.mark.slow
+def test_tpe_through_run_search_writes_an_optuna_study_and_resumes_exactly(tmp_path: Path) -> None:
+    options = {"num_samples": 18, "batch_size": 6, "multivariate": True}
+    states = interrupted_then_resumed(tmp_path, "tpe", options, at=9)  # in the 2nd generation
+    assert len(states["ref"]["evaluations"]) == 18
+    studies = {}
+    for name in ("ref", "run"):
+        report = json.loads((tmp_path / name / RESULT_FILE).read_text())
+        assert report["optuna"]["study_name"] == name and (tmp_path / name / OPTUNA_FILE).is_file()
+        studies[name] = optuna.load_study(study_name=name, storage=report["optuna"]["storage"]).get_trials()
+    ref, run = studies["ref"], studies["run"]
+    assert [(t.params, t.state, t.values) for t in run] == [(t.params, t.state, t.values) for t in ref]
+    evaluated = {ArchConfig.from_dict(e["arch"]): e["fitness"] for e in states["ref"]["evaluations"]}
+    complete = {arch_from_params(t.params): t.value for t in ref if t.state == optuna.trial.TrialState.COMPLETE}
+    assert complete == pytest.approx(evaluated)
+
+
+@pytest.mark.slow
+def test_tpe_resume_trims_a_mirror_that_ran_ahead_of_the_checkpoint(tmp_path: Path) -> None:
+    a = tpe(1)
+    a.attach({}, [], tmp_path)
+    for _ in range(2):
+        archs = a.ask()
+        a.tell(archs, [fitness(x) for x in archs])
+    checkpoint = json.loads(json.dumps(a.state_dict()))
+    archs = a.ask()
+    a.tell(archs, [fitness(x) for x in archs])  # the mirror now holds a generation the checkpoint lacks
+    storage = f"sqlite:///{tmp_path.resolve() / OPTUNA_FILE}"
+    assert len(optuna.load_study(study_name=tmp_path.name, storage=storage).trials) > len(
+        checkpoint["optuna"]["trials"]
+    )
+    b = tpe(1)
+    b.attach({}, [], tmp_path)
+    b.load_state_dict(checkpoint)
+    mirrored = optuna.load_study(study_name=tmp_path.name, storage=storage).trials
+    assert [t.params for t in mirrored] == [t.params for t in b.study.trials] and len(mirrored) == len(
+        checkpoint["optuna"]["trials"]
+    )
+
+
+def test_tpe_options_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match=r"optuna_sampler must be one of tpe, nsga2, gp, random, got 'cmaes'"):
+        make_config("tpe", {"optuna_sampler": "cmaes"})
+    with pytest.raises(ValueError, match=r"unknown option.*'optuna_samplr'.*did you mean 'optuna_sampler'"):
+        make_strategy("tpe", SPACE, optuna_samplr="tpe")
+    with pytest.raises(ValueError, match=r"multivariate must be true or false"):
+        TPEConfig(multivariate="yes")
+    assert TPEConfig.objective_counts == (1,)
+    monkeypatch.delattr(optuna.samplers, "GPSampler")
+    with pytest.raises(ValueError, match=r"optuna_sampler 'gp' needs optuna.samplers.GPSampler.*tpe, nsga2 or random"):
+        make_strategy("tpe", SPACE, optuna_sampler="gp")
+
+
+# --------------------------------------------------------------------------- bo
+
+
+def test_expected_improvement_numbers() -> None:
+    ei = expected_improvement(np.array([1.0, 1.0, 2.0, 0.0, 0.5]), np.array([1.0, 0.0, 0.0, 0.0, 2.0]), 1.0)
+    assert ei[0] == pytest.approx(1 / math.sqrt(2 * math.pi))  # at the incumbent: sigma * phi(0)
+    assert list(ei[1:4]) == [0.0, 1.0, 0.0]  # no uncertainty: the plain improvement
+    assert ei[4] > ei[0]  # a lower mean, but unsure enough to be worth more
+    assert expected_improvement(np.array([1.0]), np.array([1.0]), 1.0, xi=0.5)[0] < ei[0]
+
+
+def test_bo_starts_with_the_feasible_anchors_and_keeps_the_budget() -> None:
+    _, feasible, _ = constrained(non_embedding_params="30%")
+    strategy = bo(0, {"non_embedding_params": "30%"}, num_samples=44)
+    asked, origins = [], []
+    while not strategy.done and (archs := strategy.ask()):
+        asked += archs
+        origins += [strategy.origin(a) for a in archs]
+        strategy.tell(archs, [fitness(a) for a in archs])
+    anchors = [a for a in anchor_archs(SPACE) if feasible(a)]
+    assert len(asked) == len(set(asked)) == 44 and all(map(feasible, asked))
+    assert asked[: len(anchors)] == anchors and origins[: len(anchors)] == ["anchor"] * len(anchors)
+    assert origins[len(anchors) : len(anchors) + 4] == ["random"] * 4 and set(origins[len(anchors) + 4 :]) == {
+        "predicted"
+    }
+    assert strategy.surrogate == "target" and strategy.describe().message.startswith("bo surrogate=target")
+
+
+@pytest.mark.slow
+def test_bo_beats_random_search_at_equal_evaluations() -> None:
+    best = beats_random(lambda seed: bo(seed, num_samples=60, batch_size=10), 60)
+    assert statistics.median(best["strategy"]) > statistics.median(best["random"]) + 1.0, best
+    assert sum(b > r for b, r in zip(best["strategy"], best["random"])) >= 4
+
+
+@pytest.mark.parametrize("surrogate", ["target", "meta"])
+def test_bo_is_deterministic_and_resumes_exactly(surrogate: str, predictor: Path) -> None:
+    options = {"surrogate": surrogate, "warm_start": str(predictor) if surrogate == "meta" else "auto"}
+    first = drive(bo(5, **options), target_fitness)
+    assert first == drive(bo(5, **options), target_fitness) and len(first) == 30
+    assert first != drive(bo(6, **options), target_fitness)
+    resume_matches(lambda: bo(5, **options), target_fitness)
+
+
+def test_bo_with_the_meta_predictor_finds_good_archs_early(predictor: Path) -> None:
+    _, feasible, sampler = constrained()
+    best: dict[str, list[float]] = {"meta": [], "random": []}
+    for seed in SEEDS:
+        meta = bo(seed, surrogate="meta", warm_start=str(predictor), num_samples=40)
+        assert meta.surrogate == "meta" and meta.describe().message.startswith("warm start from")
+        best["meta"].append(max(map(target_fitness, drive(meta, target_fitness))))
+        rnd = RandomSearch(SPACE, feasible, seed, num_samples=40, batch_size=8, sampler=sampler)
+        best["random"].append(max(map(target_fitness, drive(rnd, target_fitness))))
+    print(
+        "median best over", len(SEEDS), "seeds at 40 evaluations:", {k: statistics.median(v) for k, v in best.items()}
+    )
+    assert statistics.median(best["meta"]) > statistics.median(best["random"]) + 1.0, best
+
+
+def test_bo_through_run_search_resumes_exactly(tmp_path: Path, predictor: Path) -> None:
+    options = {"num_samples": 34, "batch_size": 6, "warm_start": str(predictor), **BO_FAST}
+    states = interrupted_then_resumed(tmp_path, "bo", options, at=26)  # in the 2nd EI round
+    origins = [e["origin"] for e in states["ref"]["evaluations"]]
+    assert origins[0] == "anchor" and origins[-1] == "predicted" and len(origins) == 34
+    report = json.loads((tmp_path / "ref" / RESULT_FILE).read_text())
+    assert report["bo"]["surrogate"] == "meta" and report["bo"]["predictor"] == str(predictor)
+
+
+def test_bo_options_and_fallbacks(tmp_path: Path, predictor: Path) -> None:
+    with pytest.raises(ValueError, match=r"surrogate must be one of meta, target, got 'gp'"):
+        make_config("bo", {"surrogate": "gp"})
+    with pytest.raises(ValueError, match=r"surrogate='target' uses no predictor file.*got 'off'"):
+        BOConfig(surrogate="target", warm_start="off")
+    with pytest.raises(ValueError, match=r"xi must be a finite number >= 0"):
+        BOConfig(xi=-1)
+    cold = bo(0, surrogate="meta", warm_start="off")
+    assert cold.surrogate == "target" and "no meta-predictor" in cold.describe().message and not cold.wants_sources
+    warm = bo(0, surrogate="meta", warm_start=str(predictor))
+    archs = warm.ask()
+    warm.tell(archs, [target_fitness(a) for a in archs])
+    with pytest.raises(ValueError, match="predictor sha256"):
+        bo(0, surrogate="meta", warm_start="off").load_state_dict(json.loads(json.dumps(warm.state_dict())))
+
+
+def test_a_recipe_warm_start_reaches_bo_and_only_strategies_that_have_one() -> None:
+    from metanas.search.registry import resolve_strategy
+
+    bo = resolve_strategy("bo", {"batch_size": 5}, "off")
+    assert bo.options == {"batch_size": 5, "warm_start": "off"} and bo.warm_start is not None
+    assert not bo.warm_start.active
+    rl = resolve_strategy("rl", {}, "auto")
+    assert rl.options == {} and rl.warm_start is None and "no warm start" in rl.message
