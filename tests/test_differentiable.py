@@ -173,7 +173,7 @@ def test_every_proposal_is_feasible_new_and_the_schedule_is_kept(ev: Evaluator) 
     asked: list[ArchConfig] = []
     while not s.done:
         archs = s.ask()
-        assert len(archs) == 4 and {s.origin(a) for a in archs} == {"evolved"}
+        assert len(archs) == 4 and {s.origin(a) for a in archs} == {"relaxed"}
         asked.extend(archs)
         s.tell(archs, [ev.fitness(a) for a in archs])
     assert len(asked) == len(set(asked)) == s.planned_evaluations() == 12 and s.generation == 3

@@ -238,6 +238,47 @@ def test_run_search_outputs_history_and_tracking(tmp_path: Path) -> None:
         )
 
 
+SMALL_SCHEDULES = {
+    "random": {"num_samples": 12, "batch_size": 4},
+    "evolution": {"population_size": 4, "generations": 3, "parents": 2},
+    "nsga2": {"population_size": 4, "generations": 3},
+    "aging": {"population_size": 4, "sample_size": 2, "num_samples": 12, "batch_size": 4},
+    "warm_evolution": {"population_size": 4, "generations": 3, "parents": 2, "scorer": "proxy"},
+    "rl": {"num_samples": 12, "batch_size": 4},
+    "tpe": {"num_samples": 12, "batch_size": 4},
+    "bo": {"num_samples": 12, "batch_size": 4, "surrogate": "target", "pool_size": 50},
+    "differentiable": {"rounds": 3, "steps_per_round": 2, "top_k": 4},
+}
+SLOW_STRATEGIES = ("differentiable", "tpe")  # a tiny supernet to train; Optuna's study file
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_STRATEGIES else n for n in sorted(SMALL_SCHEDULES)]
+)
+def test_every_strategy_runs_through_the_runner_into_the_history(name: str, tmp_path: Path) -> None:
+    """Every registered strategy, driven by `run_search`: its evaluations recorded with valid origins, in budget."""
+    from metanas.meta.history import ORIGINS
+    from metanas.search.registry import STRATEGIES
+
+    assert set(SMALL_SCHEDULES) == set(STRATEGIES)  # a new strategy gets a row here
+    needs_supernet = STRATEGIES[name](minilm_space()).wants_evaluator
+    ev = trained_tiny_evaluator(4) if needs_supernet else synthetic_evaluator(synthetic_loss)
+    space = ev.sn.space if ev.sn is not None else minilm_space()
+    cm = CostModel(space, seq_len=128)
+    objectives = ("fitness", "params") if name == "nsga2" else ("fitness",)
+    with HistoryStore(tmp_path / "history.db") as history:
+        result = run_search(
+            ev, space, cm, {"params": "60%"}, name, SMALL_SCHEDULES[name], tmp_path / "run", history=history,
+            task_id="t", seed=0, objectives=objectives,
+        )  # fmt: skip
+        rows = history.records(run_id=result.run_id)
+    extra = 7 if name == "warm_evolution" else 0  # the warm start also scores the 7 anchors within the budget
+    assert len(rows) == result.num_evaluations == 12 + extra == len({r.arch for r in rows})
+    assert {r.origin for r in rows} <= set(ORIGINS)
+    limit = json.loads((tmp_path / "run" / RESULT_FILE).read_text())["budget"]["params"]
+    assert all(r.params <= limit for r in rows)
+
+
 def test_run_search_multi_objective(tmp_path: Path) -> None:
     space = minilm_space()
     cm = CostModel(space, seq_len=128)

@@ -23,11 +23,13 @@ from synthetic import drive, minilm_space, synthetic_evaluator, synthetic_loss
 
 from metanas.cost import Budget, CostModel
 from metanas.meta.anchors import anchor_archs
+from metanas.meta.choice import PREDICTOR_ENV_VAR
 from metanas.meta.history import EvalRecord
 from metanas.meta.metatrain import meta_train
 from metanas.search import RandomSearch, Strategy, make_strategy
 from metanas.search.bo import BayesOpt, expected_improvement
 from metanas.search.configs import BOConfig, TPEConfig, make_config
+from metanas.search.registry import resolve_strategy
 from metanas.search.runner import RESULT_FILE, STATE_FILE, run_search
 from metanas.search.tpe import OPTUNA_FILE, OptunaSearch, arch_from_params
 from metanas.space import ArchConfig
@@ -132,7 +134,7 @@ def test_tpe_repairs_into_the_budget_and_records_repaired_trials() -> None:
         origins |= {strategy.origin(a) for a in archs}
         strategy.tell(archs, [fitness(a) for a in archs])
     assert len(asked) == len(set(asked)) == 48 == strategy.planned_evaluations() and all(map(feasible, asked))
-    assert origins == {"tpe"} and strategy.ask() == [] and not strategy._waiting
+    assert origins == {"sampled"} and strategy.ask() == [] and not strategy._waiting
     trials = strategy.study.get_trials()
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     repaired = [t for t in trials if t.user_attrs.get("repaired")]
@@ -340,3 +342,182 @@ def test_a_recipe_warm_start_reaches_bo_and_only_strategies_that_have_one() -> N
     assert not bo.warm_start.active
     rl = resolve_strategy("rl", {}, "auto")
     assert rl.options == {} and rl.warm_start is None and "no warm start" in rl.message
+
+
+# --------------------------------------------------------------------------- tpe warm-started (transfer)
+
+WARM_FAST = {"num_samples": 30, "batch_size": 6, "warm_pool": 300}
+
+
+def warm_tpe(seed: int, predictor: Path | str, limits: dict[str, Any] | None = None, **options: Any) -> OptunaSearch:
+    return tpe(seed, limits, **{**WARM_FAST, "warm_start": str(predictor), **options})
+
+
+def rounds_of(strategy: Strategy, score: Callable[[ArchConfig], float]) -> list[list[tuple[ArchConfig, str]]]:
+    """Drive `strategy` to the end; every ask's archs with their origins."""
+    out = []
+    while not strategy.done and (archs := strategy.ask()):
+        out.append([(a, strategy.origin(a)) for a in archs])
+        strategy.tell(archs, [score(a) for a in archs])
+    return out
+
+
+def source_records(tasks: list[str]) -> list[EvalRecord]:
+    """Previous searches of the family under the test budget: anchors, 16 random archs and the 6 best of 400."""
+    cm, anchors = CostModel(SPACE), anchor_archs(SPACE)
+    _, _, sampler = constrained()
+    out = []
+    for t, task in enumerate(tasks):
+        z, rng = LATENTS[task], random.Random(100 + t)
+        searched = sorted({sampler(rng) for _ in range(400)}, key=lambda a: -family_fitness(a, z))[:6]
+        archs = anchors + [SPACE.sample(rng) for _ in range(16)] + searched
+        out += [
+            EvalRecord(
+                run_id=f"run-{task}",
+                task_id=task,
+                space_signature=SPACE.signature(),
+                arch=a,
+                fitness=family_fitness(a, z),
+                metric_name="kd_loss",
+                metric_value=-family_fitness(a, z),
+                origin="anchor" if i < len(anchors) else "evolved",
+                task_meta={"objective": "kd"},
+                **cm.costs(a),
+            )  # fmt: skip
+            for i, a in enumerate(archs)
+        ]
+    return out
+
+
+def test_warm_tpe_proposes_the_anchors_then_better_predicted_picks_then_tpe(predictor: Path) -> None:
+    _, feasible, sampler = constrained()
+    anchors = [a for a in anchor_archs(SPACE) if feasible(a)]
+    rng = random.Random(99)
+    random_mean = statistics.mean(target_fitness(sampler(rng)) for _ in range(2000))
+    pick_means = []
+    for seed in SEEDS:
+        strategy = warm_tpe(seed, predictor)
+        rounds = rounds_of(strategy, target_fitness)
+        asked = [a for r in rounds for a, _ in r]
+        assert len(asked) == len(set(asked)) == 30 and all(map(feasible, asked))
+        assert rounds[0] == [(a, "anchor") for a in anchors]  # the first round: every feasible anchor, in order
+        picks = rounds[1]
+        assert [o for _, o in picks] == ["predicted"] * 8 and not set(anchors) & {a for a, _ in picks}
+        assert {o for r in rounds[2:] for _, o in r} == {"sampled"} and strategy.warm.stage == "sampler"
+        assert [
+            (ArchConfig.from_dict(p["arch"]), p["origin"]) for p in strategy.extra_state()["tpe_warm"]["picks"]
+        ] == picks
+        pick_means.append(statistics.mean(target_fitness(a) for a, _ in picks))
+        # Anchors and picks joined the study as completed trials before the sampler's first trial.
+        first = strategy.study.get_trials()[: len(anchors) + 8]
+        assert [arch_from_params(t.params) for t in first] == asked[: len(anchors) + 8]
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in first)
+    print(f"picks' mean fitness per seed {[round(m, 2) for m in pick_means]}, random feasible {random_mean:.2f}")
+    assert min(pick_means) > random_mean + 5.0
+
+
+def test_warm_tpe_keeps_a_tight_budget_and_starts_cold_without_a_predictor(
+    predictor: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tight = {"non_embedding_params": "30%"}
+    _, feasible, _ = constrained(**tight)
+    asked = drive(warm_tpe(1, predictor, tight, num_samples=40), target_fitness)
+    assert len(asked) == len(set(asked)) == 40 and all(map(feasible, asked))
+    # No predictor (off, or auto with none usable): the cold tpe, the same proposals for the same seed.
+    monkeypatch.setenv(PREDICTOR_ENV_VAR, str(tmp_path / "missing.safetensors"))
+    cold = [
+        tpe(2, **WARM_FAST),
+        tpe(2, **{**WARM_FAST, "warm_start": "off"}),
+        tpe(2, **{**WARM_FAST, "warm_start": "auto"}),
+    ]
+    for strategy in cold:
+        assert not strategy.warm.active and "cold, no transfer start" in strategy.describe().message
+        assert strategy.describe().metrics["search/tpe_warm_start"] is False
+    runs = [drive(s, target_fitness) for s in cold]
+    assert runs[0] == runs[1] == runs[2] and len(runs[0]) == 30
+    assert cold[2].wants_sources and not cold[1].wants_sources  # auto asks for sources, off does not
+    assert runs[0] != drive(warm_tpe(2, predictor), target_fitness)
+
+
+def test_warm_tpe_resumes_exactly_after_the_anchors_and_later(predictor: Path) -> None:
+    a = warm_tpe(3, predictor)
+    anchors = a.ask()
+    a.tell(anchors, [target_fitness(x) for x in anchors])
+    b = warm_tpe(3, predictor)
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))  # picks not chosen yet: the resumed search chooses them
+    assert b.warm.stage == "anchors" and not b.warm.picks
+    assert drive(b, target_fitness) == drive(a, target_fitness) and b.warm.picks == a.warm.picks
+    assert list(b.evaluated.values()) == list(a.evaluated.values())
+    resume_matches(lambda: warm_tpe(3, predictor), target_fitness, rounds=1)  # between the picks' ask and tell
+    resume_matches(lambda: warm_tpe(3, predictor), target_fitness, rounds=3)  # in the sampler's rounds
+
+
+def test_warm_tpe_auto_takes_the_default_predictor_and_similar_tasks_incumbents(
+    predictor: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PREDICTOR_ENV_VAR, str(predictor))
+    sources = source_records(["src0", "src2"])  # fewer tasks than auto trains on: the default predictor
+    strategy = warm_tpe(0, "auto")
+    assert strategy.wants_sources
+    strategy.attach(TASK_META, sources, tmp_path)
+    assert strategy.warm.active and "similar source tasks' incumbents" in strategy.describe().message
+    rounds = rounds_of(strategy, target_fitness)
+    seeded = [a for a, o in rounds[1] if o == "seed"]
+    assert seeded and set(seeded) <= {r.arch for r in sources} and len(rounds[1]) == 8
+    resumed = warm_tpe(0, "auto")
+    resumed.attach(TASK_META, sources, tmp_path)
+    state = json.loads(json.dumps(strategy.state_dict()))
+    resumed.load_state_dict(state)
+    assert resumed.warm.picks == strategy.warm.picks
+    # A state saved with one predictor is refused by a search that resolves to another (here: none).
+    monkeypatch.setenv(PREDICTOR_ENV_VAR, str(tmp_path / "missing.safetensors"))
+    with pytest.raises(ValueError, match="predictor sha256"):
+        warm_tpe(0, "auto").load_state_dict(state)
+    # Recipes pass their warm_start (default auto) to tpe; make_strategy("tpe") stays cold.
+    recipe = resolve_strategy("tpe", {"batch_size": 5}, "auto")
+    assert recipe.options == {"batch_size": 5, "warm_start": "auto"}
+    assert make_strategy("tpe", SPACE).config.warm_start == "off" and not make_strategy("tpe", SPACE).warm.active
+
+
+def test_warm_tpe_options_and_a_bad_predictor_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"tpe: warm_start must be 'off', 'auto' or a usable predictor file"):
+        tpe(0, warm_start=str(tmp_path / "nope.safetensors"))
+    (tmp_path / "bad.safetensors").write_bytes(b"not a predictor")
+    with pytest.raises(ValueError, match=r"tpe: warm_start must be .*bad.safetensors.*damaged"):
+        tpe(0, warm_start=str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ValueError, match=r"TPE: warm_start must be 'off', 'auto' or a predictor file, got ''"):
+        TPEConfig(warm_start="")
+    with pytest.raises(ValueError, match=r"warm_picks must be an integer >= 0"):
+        make_config("tpe", {"warm_picks": -1})
+    with pytest.raises(ValueError, match=r"warm_pool must be an integer >= 1"):
+        make_config("tpe", {"warm_pool": 0})
+    assert (TPEConfig().warm_start, TPEConfig().warm_picks, TPEConfig().warm_pool) == ("off", 8, 2000)
+
+
+def test_warm_tpe_finds_good_archs_sooner_than_cold_tpe(predictor: Path) -> None:
+    best: dict[str, list[float]] = {"warm": [], "cold": []}
+    for seed in SEEDS:
+        for name, strategy in (
+            ("warm", warm_tpe(seed, predictor, num_samples=16)),
+            ("cold", tpe(seed, num_samples=16)),
+        ):
+            best[name].append(max(map(target_fitness, drive(strategy, target_fitness))))
+    medians = {k: round(statistics.median(v), 3) for k, v in best.items()}
+    print(f"median best over {len(SEEDS)} seeds at 16 evaluations: {medians}")
+    assert medians["warm"] > medians["cold"] + 1.0 and sum(w > c for w, c in zip(best["warm"], best["cold"])) >= 4
+
+
+def test_warm_tpe_through_run_search_writes_the_study_and_resumes_exactly(tmp_path: Path, predictor: Path) -> None:
+    options = {"num_samples": 24, "batch_size": 6, "warm_pool": 300, "warm_start": str(predictor)}
+    states = interrupted_then_resumed(tmp_path, "tpe", options, at=12)  # in the picks' round
+    origins = [e["origin"] for e in states["ref"]["evaluations"]]
+    n_anchors = origins.count("anchor")
+    assert origins == ["anchor"] * n_anchors + ["predicted"] * 8 + ["sampled"] * (24 - 8 - n_anchors)
+    report = json.loads((tmp_path / "ref" / RESULT_FILE).read_text())
+    assert report["tpe_warm"]["active"] and report["tpe_warm"]["predictor"] == str(predictor)
+    assert len(report["tpe_warm"]["picks"]) == 8 and (tmp_path / "ref" / OPTUNA_FILE).is_file()
+    trials = optuna.load_study(study_name="ref", storage=report["optuna"]["storage"]).get_trials()
+    complete = {arch_from_params(t.params): t.value for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+    assert complete == pytest.approx(
+        {ArchConfig.from_dict(e["arch"]): e["fitness"] for e in states["ref"]["evaluations"]}
+    )

@@ -47,7 +47,10 @@ from metanas._io import atomic_write
 from metanas.space import ArchConfig
 
 SCHEMA_VERSION = 1
-ORIGINS = ("anchor", "random", "evolved", "predicted", "seed")
+# How an evaluated arch was proposed: the warm start's (anchor, predicted, seed), evolution's mutants and
+# offspring (evolved), a controller's policy sample (policy), a relaxation's projection (relaxed), a model-based
+# sampler's draw (sampled: TPE, GP), or uniform (random).
+ORIGINS = ("anchor", "random", "evolved", "predicted", "seed", "policy", "relaxed", "sampled")
 RUN_STATUSES = ("running", "finished", "failed", "interrupted")
 DEFAULT_PATH = Path("~/.cache/metanas/history.db")
 ENV_VAR = "METANAS_HISTORY"

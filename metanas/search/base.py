@@ -35,6 +35,9 @@ Costs = Mapping[str, float]
 
 ORIGIN_RANDOM = "random"
 ORIGIN_EVOLVED = "evolved"
+ORIGIN_POLICY = "policy"  # a learned policy's sample (rl)
+ORIGIN_RELAXED = "relaxed"  # projected from a continuous relaxation (differentiable)
+ORIGIN_SAMPLED = "sampled"  # a model-based sampler's draw (tpe, gp)
 
 
 def _always_feasible(arch: ArchConfig) -> bool:

@@ -376,11 +376,15 @@ class TPEConfig(StrategyConfig):
     single fitness objective, generations of `population_size`), "gp" (GPSampler, where this
     Optuna has it) or "random". `n_startup_trials` random trials come first for tpe and gp.
     One objective only: the runner does not tell a strategy how many objectives a search
-    has, so [fitness, COST] stays with `nsga2` (metanas's own).
+    has, so [fitness, COST] stays with `nsga2` (metanas's own). `warm_start` ("off", "auto" or a
+    predictor file): the feasible anchors, then `warm_picks` predictor picks among `warm_pool` archs first.
     """
 
     objective_counts: ClassVar[tuple[int, ...]] = (1,)
 
+    warm_start: str = "off"
+    warm_picks: int = 8
+    warm_pool: int = 2000
     optuna_sampler: str = "tpe"
     num_samples: int = 1000
     batch_size: int = 10
@@ -394,9 +398,11 @@ class TPEConfig(StrategyConfig):
             raise ValueError(
                 f"TPE: optuna_sampler must be one of {', '.join(TPE_SAMPLERS)}, got {self.optuna_sampler!r}"
             )
-        _at_least("TPE", 1, num_samples=self.num_samples, batch_size=self.batch_size)
-        _at_least("TPE", 0, n_startup_trials=self.n_startup_trials)
+        _at_least("TPE", 1, num_samples=self.num_samples, batch_size=self.batch_size, warm_pool=self.warm_pool)
+        _at_least("TPE", 0, n_startup_trials=self.n_startup_trials, warm_picks=self.warm_picks)
         _at_least("TPE", 2, population_size=self.population_size)
+        if not isinstance(self.warm_start, str) or not self.warm_start:
+            raise ValueError(f"TPE: warm_start must be 'off', 'auto' or a predictor file, got {self.warm_start!r}")
         if not isinstance(self.multivariate, bool):
             raise ValueError(f"TPE: multivariate must be true or false, got {self.multivariate!r}")
 

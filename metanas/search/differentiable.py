@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from metanas.cost.latency_predictor import LatencyPredictor
-from metanas.search.base import ORIGIN_EVOLVED, Strategy, StrategyEvent
+from metanas.search.base import ORIGIN_RELAXED, Strategy, StrategyEvent
 from metanas.search.configs import DifferentiableConfig
 from metanas.search.relaxed import ArchLogits, CostTerms, frozen_eval, gated, generator_from_json, generator_to_json
 from metanas.space import ArchConfig, SearchSpace
@@ -44,8 +44,6 @@ if TYPE_CHECKING:
     from metanas.cost.model import CostModel
     from metanas.evaluate import Evaluator
 
-# The history's origins have no "relaxed"; like a mutant, a proposal derived from what the search learned.
-ORIGIN_RELAXED = ORIGIN_EVOLVED
 BASELINE_DECAY = 0.9  # of the per-batch moving-average loss the depth/hidden score-function term subtracts
 COST_KEYS = {
     "params": "params",

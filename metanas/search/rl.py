@@ -33,13 +33,10 @@ from typing import Any
 import torch
 
 from metanas._threads import torch_threads
-from metanas.search.base import ORIGIN_EVOLVED, Costs, Strategy, StrategyEvent
+from metanas.search.base import ORIGIN_POLICY, Costs, Strategy, StrategyEvent
 from metanas.search.configs import RLConfig
 from metanas.space import ArchConfig, SearchSpace
 
-# The history's origins have no "policy"; a sample of the learned policy is, like a mutant, a proposal
-# made from what the search has learned (the random fallback keeps "random").
-ORIGIN_POLICY = ORIGIN_EVOLVED
 ZSCORE_CLIP = 3.0  # |normalised reward| bound of `reward_norm: zscore`; an invalid (-inf) evaluation gets -3
 DIMENSIONS = ("depth", "hidden", "heads", "ffn")
 

@@ -15,6 +15,10 @@ known value without costing an evaluation; one still outstanding waits for its v
 Both count as tries, bounded by `max_tries` per proposal, after which a random feasible
 arch is proposed (and added to the study when told).
 
+Transfer (`warm_start`, `metanas.search.tpe_warm`): with a meta-predictor, the feasible
+anchors and then the predictor's `warm_picks` come before the sampler, which then starts
+from them as completed trials; without one, `tpe` is the cold search, unchanged.
+
 Exact resume: the sampler is rebuilt before every trial with a seed derived from the
 search seed and the trial's number, so no sampler RNG lives in memory, and the study the
 samplers read is in memory, rebuilt on `load_state_dict` from the JSON state (every
@@ -35,8 +39,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from metanas._threads import torch_threads
-from metanas.search.base import ORIGIN_RANDOM, Costs, Strategy, StrategyEvent
+from metanas.search.base import ORIGIN_RANDOM, ORIGIN_SAMPLED, Costs, Strategy, StrategyEvent
 from metanas.search.configs import TPEConfig
+from metanas.search.tpe_warm import TPEWarmStart
 from metanas.space import ArchConfig, SearchSpace
 
 if TYPE_CHECKING:
@@ -97,8 +102,10 @@ class OptunaSearch(Strategy):
     Config = TPEConfig
     config: TPEConfig
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, task_meta: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        """`task_meta`: the target's objective, higher_is_better, seq_len (the runner's `attach` fills it)."""
         super().__init__(*args, **kwargs)
+        self.task_meta = dict(task_meta or {})
         self._optuna = import_optuna()
         if self.config.optuna_sampler == "gp" and not hasattr(self._optuna.samplers, "GPSampler"):
             raise ValueError(
@@ -112,6 +119,8 @@ class OptunaSearch(Strategy):
         self._mirror: optuna.Study | None = None
         # Arch -> what gets its value when it is told: {"number": a running trial} or {"params": a trial to add}.
         self._waiting: dict[ArchConfig, list[dict[str, Any]]] = {}
+        c = self.config
+        self.warm = TPEWarmStart(self.space, c.warm_start, c.warm_picks, c.warm_pool)
 
     def _new_study(self) -> optuna.Study:
         return self._optuna.create_study(direction="maximize")
@@ -120,8 +129,21 @@ class OptunaSearch(Strategy):
         return len(self.evaluated) >= self.config.num_samples
 
     # ----- the runner's hooks ------------------------------------------------------
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "task_meta": self.task_meta}
+
+    @property
+    def wants_sources(self) -> bool:
+        """The transfer start seeds from previous tasks' incumbents (and `auto` may train its predictor on them)."""
+        return self.config.warm_start != "off"
+
     def attach(self, task_meta: Mapping[str, Any], sources: Sequence[EvalRecord], run_dir: Path | None = None) -> None:
-        """With a run directory, mirror the study into `run_dir/optuna.db` (study named after the directory)."""
+        """Take the task's metadata (unless given); pick the transfer start's predictor and sources (`auto`: on the
+        sources, kept in `run_dir` for an exact resume); with a run directory, mirror the study into
+        `run_dir/optuna.db` (study named after the directory)."""
+        if not self.task_meta:
+            self.task_meta = dict(task_meta)
+        self.warm.attach(sources, run_dir)
         if run_dir is None:
             return
         run_dir = Path(run_dir).resolve()
@@ -131,8 +153,9 @@ class OptunaSearch(Strategy):
 
     def describe(self) -> StrategyEvent:
         where = f"; Optuna study {self.study_name!r} in {self.storage_url}" if self.storage_url else ""
-        message = f"tpe: Optuna {self._optuna.__version__} sampler {self.config.optuna_sampler}{where}"
-        return StrategyEvent(message, {"search/optuna_sampler": self.config.optuna_sampler})
+        sampler = self.config.optuna_sampler
+        message = f"tpe: Optuna {self._optuna.__version__} sampler {sampler}, {self.warm.message}{where}"
+        return StrategyEvent(message, {"search/optuna_sampler": sampler, "search/tpe_warm_start": self.warm.active})
 
     def extra_state(self) -> dict[str, Any]:
         return {
@@ -140,18 +163,26 @@ class OptunaSearch(Strategy):
                 "sampler": self.config.optuna_sampler,
                 "storage": self.storage_url,
                 "study_name": self.study_name,
-            }
+            },
+            "tpe_warm": self.warm.report(),
         }
 
     # ----- proposals -------------------------------------------------------------
     def ask(self, n: int | None = None) -> list[ArchConfig]:
-        """Up to `n` (default `batch_size`) new feasible archs from the sampler, topped up at random if it runs dry."""
+        """Up to `n` new feasible archs: the transfer start's queued ones (default: its whole round), then the
+        sampler's (default `batch_size`), topped up at random if it runs dry."""
         c = self.config
-        k = min(n or c.batch_size, c.num_samples - len(self.evaluated) - len(self._pending))
-        if k <= 0:
+        remaining = c.num_samples - len(self.evaluated) - len(self._pending)
+        if remaining <= 0:
             return []
+        queued = self.warm.round(self, self.task_meta)
+        k = min(n or len(queued) or c.batch_size, remaining)
         out = []
-        for _ in range(k):
+        for arch, origin in queued[:k]:
+            self._pending[arch] = origin
+            out.append(arch)
+        self.warm.taken(len(out))
+        for _ in range(k - len(out)):
             arch = self._next_proposal()
             if arch is None:
                 arch = self._propose(self._sample, ORIGIN_RANDOM)
@@ -210,7 +241,7 @@ class OptunaSearch(Strategy):
             if arch in self._pending:
                 self.rejections += 1
                 continue
-            self._pending[arch] = self.config.optuna_sampler
+            self._pending[arch] = ORIGIN_RANDOM if self.config.optuna_sampler == "random" else ORIGIN_SAMPLED
             return arch
         return None
 
@@ -296,10 +327,13 @@ class OptunaSearch(Strategy):
                 "study_system_attrs": storage.get_study_system_attrs(self.study._study_id),
                 "waiting": [[a.to_dict(), waiters] for a, waiters in self._waiting.items()],
             },
+            "tpe_warm": self.warm.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a snapshot: the in-memory study is rebuilt trial by trial, then the mirror is brought in line."""
+        """Restore a snapshot: the in-memory study is rebuilt trial by trial, then the mirror is brought in line.
+        Refuses a snapshot whose transfer start used another predictor file."""
+        self.warm.load_state_dict(state["tpe_warm"])
         super().load_state_dict(state)
         optuna, saved = self._optuna, state[_STATE_KEY]
         names = list(self.distributions)
