@@ -57,7 +57,8 @@ FOLDS = ("leave-one-family-out", "leave-one-corpus-out", "leave-one-teacher-out"
 FRACTIONS = (0.9, 0.95, 0.98, 0.99, 1.0)
 PRIMARY = 0.98
 AUGMENT_FRACTIONS = (0.25, 0.4, 0.6)
-CODE_VERSION = 1  # bump when a method's behaviour changes: cached runs are then recomputed
+CODE_VERSION = 1  # bump when every method's behaviour changes: cached runs are then recomputed
+METHOD_VERSIONS = {"warm-tpe": 2}  # a method whose behaviour changed alone: only its runs are recomputed
 PREDICTOR_VERSION = 2  # bump when fold predictors or tuning change: groups are then prepared again
 COLD_GRID = (
     {"strategy": "aging", "options": {"population_size": 16, "sample_size": 4}},
@@ -215,7 +216,7 @@ def runs_path(args: argparse.Namespace, task: str) -> Path:
 def cached_run(args: argparse.Namespace, target: tm.Target, method: str, seed: int, variant: str, run: Any) -> dict:
     """One run, from `runs/<task>.jsonl` when there; else run now and append it."""
     path = runs_path(args, target.name)
-    key = [method, seed, variant]
+    key = [method, seed, variant, *([METHOD_VERSIONS[method]] if method in METHOD_VERSIONS else [])]
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
             try:

@@ -13,10 +13,9 @@ evaluation it spends (a warm start's anchors included), and is driven through th
 - incumbents: the tuned cold strategy whose first generation holds the source tasks' best
   feasible archs in this space (transfer of incumbents only, no predictor);
 - warm: the warm start with the fold's meta-predictor and source records;
-- warm-tpe: TPE started from transfer instead of from random trials: the feasible
-  anchors are evaluated, the fold's predictor (adapted on them) picks `WARM_TPE_PICKS`
-  archs from random feasible archs and the source incumbents, and TPE continues from
-  those completed trials;
+- warm-tpe: the product's `tpe` strategy with `warm_start` set to the fold's predictor: the
+  feasible anchors, then the predictor's picks among random feasible archs and the most
+  similar sources' incumbents, then TPE from those completed trials;
 - warm-shuffled: the same, predictor and seeds from sources whose fitness was shuffled
   within each task (the stress test: the guard must keep it near cold).
 """
@@ -36,8 +35,6 @@ from metanas.space import ArchConfig
 
 COLD = ("random", "evolution", "tpe", "proxy", "target")
 TRANSFER = ("incumbents", "warm", "warm-tpe")
-WARM_TPE_PICKS = 8  # predictor-chosen trials TPE starts from (after the feasible anchors)
-WARM_TPE_POOL = 2000  # random feasible archs the predictor ranks for them
 STRESS = "warm-shuffled"
 BASELINES = ("evolution", "tpe", "proxy", "target")  # the non-transfer baselines warm start must beat
 
@@ -199,33 +196,21 @@ def source_incumbents(t: Target, sources: Sources) -> list[ArchConfig]:
 
 
 def run_warm_tpe(t: Target, seed: int, evals: int, sources: Sources) -> dict[str, Any]:
-    """TPE from the feasible anchors plus the fold predictor's top picks (see the module docstring)."""
-    from metanas.meta.anchors import anchor_archs
-    from metanas.meta.choice import load_warm_predictor
-    from metanas.meta.encoding import target_embedding
+    """The product's warm-started TPE (`tpe` with `warm_start`): the feasible anchors, the fold predictor's
+    picks among random feasible archs and the most similar sources' incumbents, then TPE."""
+    from metanas.search.tpe import OptunaSearch
 
-    base = load_warm_predictor(sources.predictors["loo"])
-    enc = base.encoding
-    anchors = anchor_archs(
+    strategy = OptunaSearch(
         t.space,
-        int(enc["anchor_k"]),
-        int(enc["anchor_seed"]),
-        seq_len=int(enc["seq_len"]),
-        max_layers=int(enc["max_layers"]),
+        t.feasible,
+        seed,
+        sampler=t.sampler,
+        num_samples=evals,
+        warm_start=sources.predictors["loo"],
+        task_meta=t.table.task_meta,
     )
-    scored = {a: t.table.fitness(a) for a in [a for a in anchors if t.feasible(a)][:evals]}
-    emb = target_embedding(anchors, scored, t.table.task_meta)
-    rng = random.Random(f"warm-tpe:{seed}")
-    pool = list(dict.fromkeys([*source_incumbents(t, sources), *(t.sampler(rng) for _ in range(WARM_TPE_POOL))]))
-    pool = [a for a in pool if a not in scored]
-    model = base
-    if scored:
-        x = base.encode_archs(t.space, list(scored))
-        model = base.adapt(x, np.tile(emb, (len(scored), 1)), np.array(list(scored.values())), seed=seed)
-    mean, _ = model.predict(base.encode_archs(t.space, pool), np.tile(emb, (len(pool), 1)))
-    picks = [pool[i] for i in np.argsort(-np.asarray(mean), kind="stable")[:WARM_TPE_PICKS]]
-    start = [*scored.items(), *((a, t.table.fitness(a)) for a in picks)]
-    return run_tpe(t, seed, evals, start, origin="warm-tpe")
+    strategy.attach(t.table.task_meta, sources.flat())
+    return drive(strategy, t.table.fitness, evals)
 
 
 def run_warm(
