@@ -119,31 +119,13 @@ def replay_run(
 
 def source_records(tasks: Mapping[str, BenchTask], target: str) -> list[Any]:
     """The other tasks' rows in the target's space, as history records (what a warm start learns from)."""
-    from metanas.cost import CostModel
-    from metanas.meta.history import EvalRecord
+    from metanas.tasks.table import rows_to_records
 
     signature = tasks[target].space.signature()
     out = []
     for name, task in sorted(tasks.items()):
-        if name == target or task.space.signature() != signature:
-            continue
-        costs = CostModel(task.space, seq_len=task.seq_len)
-        for arch, (fitness, metric) in task.rows.items():
-            out.append(
-                EvalRecord(
-                    run_id=f"bench-{name}",
-                    task_id=name,
-                    space_signature=signature,
-                    arch=arch,
-                    fitness=fitness,
-                    metric_name=task.info["metric_name"],
-                    metric_value=metric,
-                    origin="table",
-                    task_meta=dict(task.info["task_meta"]),
-                    timestamp=0.0,
-                    **costs.costs(arch),
-                )
-            )
+        if name != target and task.space.signature() == signature:
+            out += rows_to_records(name, task.info, task.rows, list(task.rows), "random")
     return out
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -167,32 +167,40 @@ def table_archs(space: SearchSpace, n_random: int, seed: int = 0) -> tuple[list[
     return anchor_archs(space), list(randoms)
 
 
-def table_records(table: TaskTable, archs: Sequence[ArchConfig], origin: str) -> list[Any]:
-    """History rows of `archs` from one task's table (each must be tabulated), with `origin`."""
+def rows_to_records(
+    task: str,
+    info: Mapping[str, Any],
+    rows: Mapping[ArchConfig, tuple[float, float]],
+    archs: Sequence[ArchConfig],
+    origin: str,
+) -> list[Any]:
+    """History rows of `archs` from one task's (fitness, metric) rows and metadata (`table.meta.json`)."""
     from metanas.cost import CostModel
     from metanas.meta.history import EvalRecord
 
-    space = table.space
-    costs = CostModel(space, seq_len=table.suite.seq_len)
-    out = []
-    for a in archs:
-        fitness, metric = table.rows[a]
-        out.append(
-            EvalRecord(
-                run_id=f"table-{table.task.name}",
-                task_id=table.task.name,
-                space_signature=space.signature(),
-                arch=a,
-                fitness=fitness,
-                metric_name=table.info["metric_name"],
-                metric_value=metric,
-                origin=origin,
-                task_meta=table.task_meta,
-                timestamp=0.0,
-                **costs.costs(a),
-            )
+    space = SearchSpace.from_dict(info["space"])
+    costs = CostModel(space, seq_len=int(info["task_meta"]["seq_len"]))
+    return [
+        EvalRecord(
+            run_id=f"table-{task}",
+            task_id=task,
+            space_signature=space.signature(),
+            arch=a,
+            fitness=rows[a][0],
+            metric_name=info["metric_name"],
+            metric_value=rows[a][1],
+            origin=origin,
+            task_meta=dict(info["task_meta"]),
+            timestamp=0.0,
+            **costs.costs(a),
         )
-    return out
+        for a in archs
+    ]
+
+
+def table_records(table: TaskTable, archs: Sequence[ArchConfig], origin: str) -> list[Any]:
+    """History rows of `archs` from one task's table (each must be tabulated), with `origin`."""
+    return rows_to_records(table.task.name, table.info, table.rows, archs, origin)
 
 
 def suite_tables(suite: TaskSuite, cache: Path, names: Sequence[str] | None = None) -> dict[str, TaskTable]:
