@@ -12,10 +12,7 @@ that section's `__post_init__` (reported with the section name).
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
-import types
-import typing
+import importlib.util
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from metanas._options import check_options
+from metanas._schema import build, suggest
 from metanas.cost.budget import BUDGET_KEYS, Budget
 from metanas.objectives import OBJECTIVES, OPTIONS
 from metanas.search.configs import (
@@ -64,13 +62,13 @@ def _strategy_names() -> list[str]:
 
 
 # Only the choices are searchable; the other SearchSpace fields are facts about the teacher.
-SPACE_OVERRIDES = ("depth_choices", "hidden_choices", "head_choices", "ffn_choices")
+SPACE_OVERRIDES = ("depth_choices", "hidden_choices", "head_choices", "ffn_choices", "layer_selection_choices")
 
 
 def _check_space_overrides(overrides: dict[str, Any]) -> str | None:
     for key in overrides:
         if key not in SPACE_OVERRIDES:
-            hint = _suggest(key, SPACE_OVERRIDES, "space")
+            hint = suggest(key, SPACE_OVERRIDES, "space")
             return f"has unknown key {key!r}{hint}; allowed: {', '.join(SPACE_OVERRIDES)}"
     return None
 
@@ -139,6 +137,8 @@ class TeacherSection:
 
     path: str | None = field(default=None, metadata=_meta(_rule(lambda v: bool(v.strip()), "a directory or hub id")))
     rewire: bool = True
+    # How hidden channels are ranked when the space searches the hidden size (metanas/supernet/rewire.py).
+    hidden_importance: Literal["activation", "gradient"] = "activation"
     # A tiny random BERT written into the run directory by `metanas compress`: CI smoke runs
     # that need no download and no model package.
     tiny: bool = False
@@ -301,6 +301,15 @@ class SearchSection:
         check_objectives(self.objectives, self.strategy, BUDGET_KEYS)
 
 
+# export.format: what ships, and so what the latency model, the pre-export check and the report time.
+EXPORT_FORMATS = ("torch", "onnx", "onnx-int8")
+ONNX_MODULES = ("onnx", "onnxruntime", "onnxscript")  # torch.onnx's exporter needs onnxscript
+
+
+def _export_formats() -> tuple[str, ...]:
+    return EXPORT_FORMATS
+
+
 @dataclass
 class ExportSection:
     """The exported student and its optional final distillation as a standalone model.
@@ -309,7 +318,9 @@ class ExportSection:
     with the same steps) from the original teacher on the training data: last-layer
     relations, hidden states and mean-pooled sentence embeddings. `overwrite` lets a
     resumed run whose export or report settings changed redo those stages (the
-    trained supernet and the search are kept).
+    trained supernet and the search are kept). `format` is what ships, so it is also
+    what the latency model, the pre-export check and the report time: ONNX Runtime
+    (int8) sessions for `onnx` (`onnx-int8`).
     """
 
     overwrite: bool = False
@@ -318,6 +329,63 @@ class ExportSection:
     distill_batch_size: int = field(default=16, metadata=_meta(_POSITIVE))
     distill_bf16: bool = False
     baseline: bool = True  # also export (and distil) the uniform-shrink baseline
+    layer_drop: bool = True  # and the layer-drop baseline: every other teacher layer at full width, then distilled
+    # torch: safetensors only; onnx: also onnx/model.onnx; onnx-int8: also onnx/model_qint8.onnx (what is timed)
+    format: str = field(default="torch", metadata=_meta(choices=_export_formats))
+
+    def __post_init__(self) -> None:
+        missing = [m for m in ONNX_MODULES if importlib.util.find_spec(m) is None] if self.format != "torch" else []
+        if missing:
+            raise ValueError(
+                f"export.format {self.format!r} needs {', '.join(missing)}, not installed: pip install 'metanas[onnx]'"
+            )
+
+
+EVAL_KINDS = ("classification", "pairs")
+
+
+@dataclass
+class EvalEntry:
+    """One labeled data set the report probes every model's frozen embeddings on (`report.eval`).
+
+    ``classification``: a logistic-regression probe on mean-pooled embeddings of ``text_column``
+    predicting ``label_column`` (accuracy, macro-F1 on a stratified held-out share). ``pairs``:
+    the Spearman correlation of cosine(``text_a_column``, ``text_b_column``) with ``score_column``.
+    ``source`` is any `data.source` string (local file, ``packaged:NAME``, hub dataset).
+    """
+
+    name: str = field(metadata=_meta(_rule(lambda v: bool(v.strip()), "a non-empty name")))
+    source: str = field(metadata=_meta(_rule(lambda v: bool(v.strip()), "a file, packaged:NAME or a dataset name")))
+    kind: Literal["classification", "pairs"] = "classification"
+    text_column: str = "text"
+    label_column: str | None = None
+    text_a_column: str | None = None
+    text_b_column: str | None = None
+    score_column: str | None = None
+    split: str = "train"
+    hf_config: str | None = None
+    max_examples: int = field(default=3000, metadata=_meta(_rule(lambda v: v >= 10, ">= 10")))
+    test_fraction: float = field(default=0.33, metadata=_meta(_rule(lambda v: 0 < v < 1, "in (0, 1)")))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        where = f"eval {self.name!r}"
+        if self.kind not in EVAL_KINDS:
+            raise ValueError(f"{where}: kind must be one of {', '.join(EVAL_KINDS)}; got {self.kind!r}")
+        if self.kind == "classification" and self.label_column is None:
+            raise ValueError(f"{where}: classification needs label_column (the column of class labels)")
+        if self.kind == "pairs":
+            missing = [k for k in ("text_a_column", "text_b_column", "score_column") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(
+                    f"{where}: pairs needs {', '.join(missing)} (the two texts and their gold similarity score)"
+                )
+
+    def columns(self) -> list[str]:
+        """The columns this entry reads from its source."""
+        if self.kind == "pairs":
+            return [str(self.text_a_column), str(self.text_b_column), str(self.score_column)]
+        return [self.text_column, str(self.label_column)]
 
 
 @dataclass
@@ -327,12 +395,20 @@ class ReportSection:
     Quality is measured on up to `examples` held-out validation examples that the
     search did not use for fitness; latency is measured `latency_rounds` times per
     model, interleaved, keeping each model's best HAT mean (robust to load from
-    other processes).
+    other processes). `eval` lists labeled data sets every model's frozen embeddings
+    are probed on (`EvalEntry`, `metanas.downstream`).
     """
 
     examples: int = field(default=256, metadata=_meta(_rule(lambda v: v >= 4, ">= 4")))
     batch_size: int = field(default=32, metadata=_meta(_POSITIVE))
     latency_rounds: int = field(default=3, metadata=_meta(_AT_LEAST_ONE))
+    eval: list[EvalEntry] = field(default_factory=list)  # downstream probes (metanas.downstream)
+
+    def __post_init__(self) -> None:
+        names = [e.name for e in self.eval]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"eval names must be unique; repeated: {', '.join(repeated)}")
 
 
 @dataclass
@@ -374,7 +450,7 @@ class Recipe:
         raw = _plain(data)
         for item in overrides:
             apply_override(raw, item)
-        return _build(cls, raw, "")
+        return build(cls, raw, "")
 
 
 # --------------------------------------------------------------------------- loading and comparing
@@ -442,114 +518,3 @@ def _plain(data: Any) -> Any:
     if isinstance(data, (list, tuple)):
         return [_plain(v) for v in data]
     return data
-
-
-# --------------------------------------------------------------------------- generic validator
-
-
-def _suggest(key: str, allowed: Iterable[str], prefix: str = "") -> str:
-    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
-    return f" (did you mean {_join(prefix, close[0])!r}?)" if close else ""
-
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    """Instantiate dataclass `cls` from `data`, checking keys, types, ranges and choices."""
-    where = prefix or "recipe"
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where} must be a mapping, got {type(data).__name__} {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    for key in data:
-        if key not in fields:
-            dotted = _join(prefix, str(key))
-            raise ValueError(
-                f"unknown key {dotted!r}{_suggest(str(key), fields, prefix)}; "
-                f"valid keys in {where}: {', '.join(fields)}"
-            )
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for name, f in fields.items():
-        key = _join(prefix, name)
-        if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ValueError(f"{key} is required")
-            continue
-        value = _coerce(data[name], hints[name], key)
-        choices = f.metadata.get("choices")
-        if choices is not None:
-            allowed = list(choices())
-            if value not in allowed:
-                raise ValueError(f"{key} must be one of {', '.join(map(str, allowed))}; got {value!r}")
-        check = f.metadata.get("check")
-        problem = check(value) if check is not None else None
-        if problem:
-            raise ValueError(f"{key} {problem}")
-        values[name] = value
-    try:
-        return cls(**values)
-    except ValueError as e:  # a section's own __post_init__ checks (e.g. DataConfig)
-        raise ValueError(f"{where}: {e}") from None
-
-
-_TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}
-
-
-def _coerce_union(value: Any, args: tuple[Any, ...], key: str) -> Any:
-    if value is None and type(None) in args:
-        return None
-    options = [a for a in args if a is not type(None)]
-    errors = []
-    for option in options:
-        try:
-            return _coerce(value, option, key)
-        except ValueError as e:
-            errors.append(str(e))
-    raise ValueError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {options}")
-
-
-def _coerce_container(value: Any, origin: Any, args: tuple[Any, ...], key: str) -> Any:
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{key} must be a list, got {value!r}")
-        return [_coerce(v, args[0] if args else Any, f"{key}[{i}]") for i, v in enumerate(value)]
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{key} must be a mapping, got {value!r}")
-    return {str(k): _coerce(v, args[1] if args else Any, _join(key, str(k))) for k, v in value.items()}
-
-
-def _coerce_scalar(value: Any, tp: Any, key: str) -> Any:
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if tp is float and isinstance(value, str):
-        try:  # YAML 1.1 reads `1e-4` (no dot) as a string
-            value = float(value)
-        except ValueError:
-            pass
-    if tp is float and isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{key} must be a finite number, got {value!r}")
-    if tp in _TYPE_NAMES:
-        if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
-            return value
-        raise ValueError(f"{key} must be {_TYPE_NAMES[tp]}, got {value!r}")
-    raise TypeError(f"{key}: the recipe schema uses an unsupported annotation {tp!r}")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against annotation `tp`; ints become floats where a float is expected."""
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        return _coerce_union(value, args, key)
-    if origin is Literal:
-        if value not in args:
-            raise ValueError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
-        return value
-    if origin in (list, dict):
-        return _coerce_container(value, origin, args, key)
-    return _coerce_scalar(value, tp, key)

@@ -140,19 +140,59 @@ def _sources_line(sources: Mapping[str, Any] | None) -> str:
     )
 
 
-def render_markdown(report: Mapping[str, Any]) -> str:
-    """A human-readable `report.md` from the report dict (the JSON stays the source of truth)."""
-    t, s = report["teacher"], report["student"]
-    b = report.get("uniform_baseline")
-    metric = s["quality_metric"]
-    rows = [("teacher", t), ("student (searched)", s)] + ([("uniform-shrink baseline", b)] if b else [])
+_DOWNSTREAM_METRICS = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("spearman", "Spearman"))
+
+
+def _downstream_table(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """`report.eval` results: one row per model, per eval set its metrics (frozen embeddings, `metanas.downstream`)."""
+    measured = [(name, m["downstream"]) for name, m in rows if m.get("downstream")]
+    if not measured:
+        return []
+    first = measured[0][1]
+    columns = [
+        (ev, key, f"{ev} {label}") for ev, res in first.items() for key, label in _DOWNSTREAM_METRICS if key in res
+    ]
+    counts = ", ".join(
+        f"`{ev}` {res.get('test_examples', res.get('pairs'))} "
+        + (f"test examples of {res['examples']}, {res['classes']} classes" if "accuracy" in res else "pairs")
+        for ev, res in first.items()
+    )
     lines = [
-        f"# metanas compress report: {report['run_name']}",
         "",
-        f"Teacher `{t['source']}` compressed under the budget {report['budget']['description']}; "
-        f"objective `{report['objective']}`. Student exported to `{report['export_dir']}/` "
-        f"(loads with `transformers.AutoModel`{', trust_remote_code=True' if not s.get('vanilla', True) else ''}).",
+        "## Downstream evaluation",
         "",
+        "Frozen mean-pooled embeddings: a logistic-regression probe (classification) or the cosine's Spearman "
+        f"correlation with the gold score (pairs), every model on the same examples ({counts}).",
+        "",
+        "| model | " + " | ".join(title for _, _, title in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for name, results in measured:
+        cells = [_num(results.get(ev, {}).get(key), 4) for ev, key, _ in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _model_rows(report: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(row name, entry) of every model in the report: teacher, student, the baselines, the int8 teacher."""
+    t = report["teacher"]
+    named = (
+        ("student (searched)", "student"),
+        ("uniform-shrink baseline", "uniform_baseline"),
+        ("layer-drop baseline (every other layer)", "layer_drop"),
+    )
+    rows = [("teacher", t)] + [(name, report[key]) for name, key in named if report.get(key)]
+    fmt = report.get("export_format", "torch")
+    if fmt != "torch":
+        rows = [(name if m is t else f"{name}, {fmt}", m) for name, m in rows]
+    if report.get("int8_teacher"):
+        rows.append(("teacher, onnx-int8 (quantized only)", report["int8_teacher"]))
+    return rows
+
+
+def _models_table(rows: list[tuple[str, Mapping[str, Any]]], metric: str) -> list[str]:
+    t = rows[0][1]
+    lines = [
         f"| model | params | % teacher | MFLOPs/token | latency ms | % teacher | size MB | {metric} |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -162,11 +202,37 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             f"{m['flops_per_token'] / 1e6:.1f} | {_num(m['latency_ms'], 2)} | "
             f"{_ratio(m['latency_ms'], t['latency_ms'])} | {m['size_bytes'] / 1e6:.1f} | {_num(m['quality'], 4)} |"
         )
+    return lines
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """A human-readable `report.md` from the report dict (the JSON stays the source of truth)."""
+    t, s = report["teacher"], report["student"]
+    b = report.get("uniform_baseline")
+    fmt = report.get("export_format", "torch")
+    rows = _model_rows(report)
+    lines = [
+        f"# metanas compress report: {report['run_name']}",
+        "",
+        f"Teacher `{t['source']}` compressed under the budget {report['budget']['description']}; "
+        f"objective `{report['objective']}`. Student exported to `{report['export_dir']}/` "
+        f"(loads with `transformers.AutoModel`{', trust_remote_code=True' if not s.get('vanilla', True) else ''}).",
+        "",
+        *_models_table(rows, s["quality_metric"]),
+    ]
+    if fmt != "torch":
+        lines += [
+            "",
+            f"Shipped as `{fmt}` (`{report['export_dir']}/{s.get('onnx_file', 'onnx/')}`), timed and scored "
+            "as ONNX Runtime sessions; the teacher row is the torch model, and the budget's relative latency "
+            f"is checked against the teacher in `{fmt}` ({_num(t.get('shipped_latency_ms'), 2)} ms).",
+        ]
     lines += ["", f"Within budget (re-measured exported student): **{_num(report['within_budget'])}**", ""]
     for key, check in report["budget_check"].items():
         lines.append(f"- {key}: {_num(check['value'], 2)} <= {_num(check['limit'], 2)}: {_num(check['ok'])}")
     if s.get("embedding_cosine") is not None:
         lines += ["", f"Mean cosine of student and teacher sentence embeddings: {s['embedding_cosine']:.4f}"]
+    lines += _downstream_table(rows)
     held = report["held_out"]
     lines += [
         "",
@@ -203,7 +269,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         ]
     distill = report["distillation"]
     if distill["steps"]:
-        lines += [f"Final distillation: {distill['steps']} steps for the student and the baseline alike.", ""]
+        lines += [f"Final distillation: {distill['steps']} steps for the student and every baseline alike.", ""]
     plots = report["plots"]
     lines += [f"![Pareto front]({plots['pareto']})", "", f"![Search curve]({plots['curve']})", ""]
     lines += ["## Stage times", "", "Seconds per stage (the report stage itself not included).", ""]

@@ -1,7 +1,8 @@
 """Search space and architecture configs for elastic BERT-like supernets.
 
-An `ArchConfig` names one subnet: its depth, the shared hidden size, and per-layer
-attention heads and FFN sizes. A `SearchSpace` holds the allowed choices (derived
+An `ArchConfig` names one subnet: its depth, which of the teacher's layers it keeps
+(the first `depth`, or `depth` spread evenly over the teacher ending at its last layer),
+the shared hidden size, and per-layer attention heads and FFN sizes. A `SearchSpace` holds the allowed choices (derived
 from a teacher config) plus the fixed teacher dimensions needed to count
 parameters and FLOPs exactly by formula, so costs never require building a model.
 """
@@ -13,7 +14,8 @@ import json
 import math
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from typing import Any
 
 RngLike = random.Random | int | None
@@ -23,6 +25,10 @@ DEFAULT_HIDDEN_FRACTIONS = (0.5, 0.625, 0.75, 0.875, 1.0)
 DEFAULT_HEAD_FRACTIONS = (1 / 3, 0.5, 2 / 3, 5 / 6, 1.0)
 DEFAULT_FFN_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 DEFAULT_MIN_DEPTH_FRACTION = 1 / 3
+# Which teacher layers a subnet of depth k keeps: "first" (layers 0..k-1, the prefix every
+# weight-sharing NAS uses) or "spread" (k layers evenly spaced, always ending at the teacher's
+# last layer: DistilBERT's every-other-layer initialisation when k is half the depth).
+LAYER_SELECTIONS = ("first", "spread")
 
 
 def _as_rng(rng: RngLike) -> random.Random:
@@ -38,16 +44,42 @@ def _ints(name: str, values: Iterable[Any]) -> tuple[int, ...]:
     return tuple(out)
 
 
+def layer_indices(selection: str, depth: int, teacher_depth: int) -> tuple[int, ...]:
+    """The teacher layers (0-based, increasing) that a subnet of `depth` layers keeps.
+
+    "spread" takes layer floor((i + 1) * L / k) - 1 for i < k: [1, 3, 5] for 3 of 6 layers,
+    [0, 2, 3, 5] for 4 of 6, every layer for k == L; the last layer is always kept because
+    the teacher's output representation is what the student is asked to reproduce.
+    """
+    if not 1 <= depth <= teacher_depth:
+        raise ValueError(f"layer_indices: depth must be in [1, {teacher_depth}], got {depth}")
+    if selection == "first":
+        return tuple(range(depth))
+    if selection == "spread":
+        return tuple((i + 1) * teacher_depth // depth - 1 for i in range(depth))
+    raise ValueError(f"layer_selection={selection!r} is unknown; allowed: {list(LAYER_SELECTIONS)}")
+
+
 @dataclass(frozen=True)
 class ArchConfig:
-    """One subnet: `depth` layers, `hidden` width, per-layer `heads` and `ffn`."""
+    """One subnet: `depth` layers chosen by `layer_selection`, `hidden` width, per-layer `heads` and `ffn`.
+
+    `heads[i]` / `ffn[i]` size the i-th *kept* layer. The default selection "first" is
+    left out of `to_dict`, so archs (and their hashes) from before layer selection existed
+    read and compare unchanged.
+    """
 
     depth: int
     hidden: int
     heads: tuple[int, ...]
     ffn: tuple[int, ...]
+    layer_selection: str = "first"
 
     def __post_init__(self) -> None:
+        if self.layer_selection not in LAYER_SELECTIONS:
+            raise ValueError(
+                f"ArchConfig.layer_selection={self.layer_selection!r} is unknown; allowed: {list(LAYER_SELECTIONS)}"
+            )
         for name in ("depth", "hidden"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -66,7 +98,15 @@ class ArchConfig:
         return len(set(self.heads)) <= 1 and len(set(self.ffn)) <= 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"depth": self.depth, "hidden": self.hidden, "heads": list(self.heads), "ffn": list(self.ffn)}
+        d: dict[str, Any] = {
+            "depth": self.depth,
+            "hidden": self.hidden,
+            "heads": list(self.heads),
+            "ffn": list(self.ffn),
+        }
+        if self.layer_selection != "first":
+            d["layer_selection"] = self.layer_selection
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
@@ -76,13 +116,20 @@ class ArchConfig:
         if not isinstance(data, dict):
             raise ValueError(f"ArchConfig: expected a JSON object, got {type(data).__name__}")
         expected = {"depth", "hidden", "heads", "ffn"}
-        unknown = set(data) - expected
+        unknown = set(data) - expected - {"layer_selection"}
         missing = expected - set(data)
         if unknown or missing:
             raise ValueError(
-                f"ArchConfig: keys must be {sorted(expected)}; unknown {sorted(unknown)}, missing {sorted(missing)}"
+                f"ArchConfig: keys must be {sorted(expected)} (and optionally 'layer_selection'); "
+                f"unknown {sorted(unknown)}, missing {sorted(missing)}"
             )
-        return cls(depth=data["depth"], hidden=data["hidden"], heads=tuple(data["heads"]), ffn=tuple(data["ffn"]))
+        return cls(
+            depth=data["depth"],
+            hidden=data["hidden"],
+            heads=tuple(data["heads"]),
+            ffn=tuple(data["ffn"]),
+            layer_selection=data.get("layer_selection", "first"),
+        )
 
     @classmethod
     def from_json(cls, text: str) -> ArchConfig:
@@ -122,6 +169,7 @@ class SearchSpace:
     embedding_size: int | None = None
     has_pooler: bool = True
     model_type: str = "bert"
+    layer_selection_choices: tuple[str, ...] = ("first",)
 
     def __post_init__(self) -> None:
         for name in ("depth_choices", "hidden_choices", "head_choices", "ffn_choices"):
@@ -129,6 +177,14 @@ class SearchSpace:
             if not values:
                 raise ValueError(f"SearchSpace.{name}: needs at least one choice")
             object.__setattr__(self, name, tuple(sorted(set(values))))
+        selections = tuple(self.layer_selection_choices)
+        bad = [v for v in selections if v not in LAYER_SELECTIONS]
+        if bad or not selections:
+            raise ValueError(
+                f"SearchSpace.layer_selection_choices: {list(selections)} must be a non-empty subset of "
+                f"{list(LAYER_SELECTIONS)}"
+            )
+        object.__setattr__(self, "layer_selection_choices", tuple(v for v in LAYER_SELECTIONS if v in selections))
         for name in ("head_dim", "vocab_size", "max_position_embeddings"):
             _ints(f"SearchSpace.{name}", [getattr(self, name)])
 
@@ -160,6 +216,7 @@ class SearchSpace:
             "embedding_size": emb if emb is not None and emb != hidden else None,
             "has_pooler": config.model_type != "electra",
             "model_type": config.model_type,
+            "layer_selection_choices": ("first",),
         }
         allowed = set(values)
         for key in overrides:
@@ -190,17 +247,22 @@ class SearchSpace:
                 )
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field as JSON; the default layer selection (first k only) is left out, so the
+        signature of every space from before layer selection existed is unchanged."""
         d = asdict(self)
         for k, v in d.items():
             if isinstance(v, tuple):
                 d[k] = list(v)
+        if self.layer_selection_choices == ("first",):
+            del d["layer_selection_choices"]
         return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
         data = dict(data)
-        for k in ("depth_choices", "hidden_choices", "head_choices", "ffn_choices"):
-            data[k] = tuple(data[k])
+        for k in ("depth_choices", "hidden_choices", "head_choices", "ffn_choices", "layer_selection_choices"):
+            if k in data:
+                data[k] = tuple(data[k])
         return cls(**data)
 
     def signature(self) -> str:
@@ -211,6 +273,26 @@ class SearchSpace:
     @property
     def max_depth(self) -> int:
         return max(self.depth_choices)
+
+    @cached_property
+    def runnable(self) -> SearchSpace:
+        """The archs a supernet of this space can run and export: this space's widths at any depth up to
+        the largest, with either layer selection (its weights hold every layer). Baselines outside the
+        searched space, such as DistilBERT's every-other-layer, are members."""
+        return replace(
+            self, depth_choices=tuple(range(1, self.max_depth + 1)), layer_selection_choices=LAYER_SELECTIONS
+        )
+
+    def layer_indices(self, arch: ArchConfig) -> tuple[int, ...]:
+        """The supernet layers `arch` runs, in order (see `layer_indices`)."""
+        return layer_indices(arch.layer_selection, arch.depth, self.max_depth)
+
+    def canonical(self, arch: ArchConfig) -> ArchConfig:
+        """`arch` with selection "first" when its selection keeps the same layers (every layer kept),
+        so one subnet has one name."""
+        if arch.layer_selection != "first" and self.layer_indices(arch) == tuple(range(arch.depth)):
+            return ArchConfig(arch.depth, arch.hidden, arch.heads, arch.ffn)
+        return arch
 
     def validate(self, arch: ArchConfig) -> ArchConfig:
         """Raise `ValueError` naming the field, the value and the allowed values."""
@@ -224,6 +306,11 @@ class SearchSpace:
             for i, v in enumerate(getattr(arch, name)):
                 if v not in allowed:
                     raise ValueError(f"arch.{name}[{i}]={v} is outside the space; allowed: {list(allowed)}")
+        if arch.layer_selection not in self.layer_selection_choices:
+            raise ValueError(
+                f"arch.layer_selection={arch.layer_selection!r} is outside the space; "
+                f"allowed: {list(self.layer_selection_choices)}"
+            )
         return arch
 
     def contains(self, arch: ArchConfig) -> bool:
@@ -242,9 +329,10 @@ class SearchSpace:
         d = min(self.depth_choices)
         return ArchConfig(d, min(self.hidden_choices), (min(self.head_choices),) * d, (min(self.ffn_choices),) * d)
 
-    def uniform(self, depth: int, hidden: int, heads: int, ffn: int) -> ArchConfig:
+    def uniform(self, depth: int, hidden: int, heads: int, ffn: int, layer_selection: str = "first") -> ArchConfig:
         """An arch with the same heads and FFN size in every layer, validated."""
-        return self.validate(ArchConfig(depth, hidden, (heads,) * depth, (ffn,) * depth))
+        arch = ArchConfig(depth, hidden, (heads,) * depth, (ffn,) * depth, layer_selection)
+        return self.validate(self.canonical(arch))
 
     def middle(self) -> ArchConfig:
         """The median choice of every dimension, uniform over layers: a fixed mid-size probe."""
@@ -282,21 +370,33 @@ class SearchSpace:
                 yield arch, fraction
 
     def size(self) -> int:
-        """Number of distinct archs: per-layer choices multiply, summed over depths."""
+        """Number of distinct archs: per-layer choices multiply, summed over depths (times the layer
+        selections that differ at that depth: at full depth every selection keeps every layer)."""
         per_layer = len(self.head_choices) * len(self.ffn_choices)
-        return len(self.hidden_choices) * sum(per_layer**d for d in self.depth_choices)
+        selections = len(self.layer_selection_choices)
+        return len(self.hidden_choices) * sum(
+            per_layer**d * (selections if d < self.max_depth else 1) for d in self.depth_choices
+        )
 
     # ----- sampling and variation ---------------------------------------
     def sample(self, rng: RngLike = None) -> ArchConfig:
         """Uniform over depth, hidden and each layer's heads/FFN (AutoFormer-style)."""
         r = _as_rng(rng)
         d = r.choice(self.depth_choices)
-        return ArchConfig(
+        arch = ArchConfig(
             d,
             r.choice(self.hidden_choices),
             tuple(r.choice(self.head_choices) for _ in range(d)),
             tuple(r.choice(self.ffn_choices) for _ in range(d)),
         )
+        if len(self.layer_selection_choices) == 1:
+            return self._with_selection(arch, self.layer_selection_choices[0])
+        return self._with_selection(arch, r.choice(self.layer_selection_choices))
+
+    def _with_selection(self, arch: ArchConfig, selection: str) -> ArchConfig:
+        """`arch` keeping the layers `selection` names, canonical. A space with one selection draws
+        nothing for it, so the random streams (and every seeded result) of such spaces are unchanged."""
+        return self.canonical(ArchConfig(arch.depth, arch.hidden, arch.heads, arch.ffn, selection))
 
     def mutate(
         self,
@@ -306,7 +406,7 @@ class SearchSpace:
         depth_prob: float = 0.4,
         hidden_prob: float = 0.4,
     ) -> ArchConfig:
-        """Resample depth/hidden with their probabilities and each layer's dims with `prob`.
+        """Resample depth/hidden (and the layer selection, with `depth_prob`) and each layer's dims with `prob`.
 
         A deeper depth appends freshly sampled layers; a shallower one keeps the prefix.
         """
@@ -324,7 +424,10 @@ class SearchSpace:
             else:
                 heads.append(r.choice(self.head_choices))
                 ffn.append(r.choice(self.ffn_choices))
-        return ArchConfig(depth, hidden, tuple(heads), tuple(ffn))
+        selection = arch.layer_selection
+        if len(self.layer_selection_choices) > 1 and r.random() < depth_prob:
+            selection = r.choice(self.layer_selection_choices)
+        return self._with_selection(ArchConfig(depth, hidden, tuple(heads), tuple(ffn)), selection)
 
     def crossover(self, a: ArchConfig, b: ArchConfig, rng: RngLike = None, prob: float = 0.5) -> ArchConfig:
         """Uniform crossover: each gene comes from `b` with probability `prob`.
@@ -351,7 +454,10 @@ class SearchSpace:
                 src = a if pa else b
                 heads.append(src.heads[i])
                 ffn.append(src.ffn[i])
-        return ArchConfig(depth, hidden, tuple(heads), tuple(ffn))
+        selection = a.layer_selection
+        if len(self.layer_selection_choices) > 1:
+            selection = pick(a.layer_selection, b.layer_selection)
+        return self._with_selection(ArchConfig(depth, hidden, tuple(heads), tuple(ffn)), selection)
 
     def _shrink_moves(self, arch: ArchConfig, floor: ArchConfig | None) -> list[tuple[str, int]]:
         """The genes of `arch` above both the smallest choice and `floor`'s gene (layers `floor` lacks: no floor)."""
@@ -389,15 +495,16 @@ class SearchSpace:
             return max(c for c in choices if c < v)
 
         name, i = r.choice(moves)
+        sel = arch.layer_selection
         if name == "depth":
             d = lower(self.depth_choices, arch.depth)
-            return ArchConfig(d, arch.hidden, arch.heads[:d], arch.ffn[:d])
+            return ArchConfig(d, arch.hidden, arch.heads[:d], arch.ffn[:d], sel)
         if name == "hidden":
-            return ArchConfig(arch.depth, lower(self.hidden_choices, arch.hidden), arch.heads, arch.ffn)
+            return ArchConfig(arch.depth, lower(self.hidden_choices, arch.hidden), arch.heads, arch.ffn, sel)
         values = list(getattr(arch, name))
         values[i] = lower(self.head_choices if name == "heads" else self.ffn_choices, values[i])
         heads, ffn = (tuple(values), arch.ffn) if name == "heads" else (arch.heads, tuple(values))
-        return ArchConfig(arch.depth, arch.hidden, heads, ffn)
+        return ArchConfig(arch.depth, arch.hidden, heads, ffn, sel)
 
     # ----- costs ----------------------------------------------------------
     def embedding_params(self, arch: ArchConfig) -> int:

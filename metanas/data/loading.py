@@ -208,6 +208,21 @@ def load_texts(cfg: DataConfig) -> Dataset:
     return ds
 
 
+def load_table(source: str, columns: list[str], split: str = "train", hf_config: str | None = None) -> Dataset:
+    """Load ``source`` (any `data.source` string) keeping only ``columns``, each required to exist.
+
+    For data that is not one text column, such as text pairs with a score; a missing column is
+    named with the ones the source has.
+    """
+    raw = _load_raw(DataConfig(source=source, split=split, hf_config=hf_config))
+    for column in columns:
+        if column not in raw.column_names:
+            raise ValueError(
+                f"column {column!r} not found in {source!r}; available columns: {', '.join(raw.column_names)}"
+            )
+    return raw.select_columns(list(dict.fromkeys(columns)))
+
+
 # --------------------------------------------------------------------------- split
 
 

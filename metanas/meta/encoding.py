@@ -79,10 +79,11 @@ def arch_features(
 
     Layout: depth fraction, hidden fraction, `max_layers` head-fraction slots,
     `max_layers` FFN-fraction slots (resampled over the teacher's depth; layers the
-    arch drops count as 0), mean/min/max of the active layers' head fractions and of
-    their FFN fractions, then log(params / largest's), log(non-embedding params /
-    largest's) and log(FLOPs at `seq_len` / largest's). Fractions lie in [0, 1], log
-    ratios are <= 0, and `space.largest()` maps to ones and zeros in every space.
+    arch drops count as 0 at their own depth, so a spread selection leaves gaps),
+    mean/min/max of the active layers' head fractions and of their FFN fractions,
+    then log(params / largest's), log(non-embedding params / largest's) and
+    log(FLOPs at `seq_len` / largest's). Fractions lie in [0, 1], log ratios are <= 0,
+    and `space.largest()` maps to ones and zeros in every space.
     """
     if max_layers < 1:
         raise ValueError(f"arch_features: max_layers must be >= 1, got {max_layers}")
@@ -90,10 +91,11 @@ def arch_features(
     n_layers = space.max_depth
     heads = np.zeros(n_layers)
     ffn = np.zeros(n_layers)
-    heads[: arch.depth] = np.asarray(arch.heads, dtype=float) / max(space.head_choices)
-    ffn[: arch.depth] = np.asarray(arch.ffn, dtype=float) / max(space.ffn_choices)
+    kept = list(space.layer_indices(arch))  # a layer the arch does not keep counts as 0 where it sits
+    heads[kept] = np.asarray(arch.heads, dtype=float) / max(space.head_choices)
+    ffn[kept] = np.asarray(arch.ffn, dtype=float) / max(space.ffn_choices)
     slots = _slot_weights(n_layers, max_layers)
-    active_heads, active_ffn = heads[: arch.depth], ffn[: arch.depth]
+    active_heads, active_ffn = heads[kept], ffn[kept]
     top_params, top_non_emb, top_flops = _largest_costs(space, seq_len)
     return np.concatenate(
         [

@@ -14,6 +14,7 @@ from transformers import PretrainedConfig
 from metanas.config import Recipe
 from metanas.cost.budget import BUDGET_KEYS, Budget
 from metanas.cost.model import CostModel
+from metanas.downstream import load_eval
 from metanas.meta.history import check_history_url
 from metanas.space import SearchSpace
 from metanas.supernet.families import usable_positions
@@ -63,6 +64,8 @@ def preflight(recipe: Recipe, config: PretrainedConfig | None, space: SearchSpac
     budget = recipe.budget.to_budget()
     _require_budget(budget)
     check_history_url(recipe.search.history)
+    for entry in recipe.report.eval:  # loads each labeled set: a missing column fails here, not after training
+        load_eval(entry)
     if config is None or space is None:  # a hub teacher whose config cannot be fetched (dry run, offline)
         return []
     _check_positions(recipe, config)

@@ -11,3 +11,4 @@ TRAIN_DIR = "train"  # stage 2: checkpoint, trained supernet, tokenizer, metrics
 SEARCH_DIR = "search"  # stage 3: search state, search.json, plots
 MODEL_DIR = "model"  # stage 4: the exported student
 BASELINE_DIR = "baseline"  # stage 4: the exported uniform-shrink baseline
+LAYER_DROP_DIR = "layer_drop"  # stage 4: the exported layer-drop baseline (every other layer, DistilBERT-style)

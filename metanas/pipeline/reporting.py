@@ -23,6 +23,7 @@ from metanas._paths import shareable
 from metanas.config import Recipe
 from metanas.cost.latency import measure_models_latency
 from metanas.data import batches_of
+from metanas.downstream import evaluate_downstream
 from metanas.pipeline.paths import MODEL_DIR, RECIPE_FILE, SEARCH_DIR
 from metanas.pipeline.stagelog import StageLog, StageTracker
 from metanas.report import (
@@ -41,12 +42,14 @@ from metanas.search.runner import CURVE_PLOT, PARETO_PLOT
 from metanas.space import ArchConfig
 from metanas.supernet.convert import load_teacher_model
 from metanas.supernet.export import ARCH_FILE, load_subnet_weights
+from metanas.supernet.onnx_export import OnnxEncoder, as_formats, load_encoder, onnx_available
 
 if TYPE_CHECKING:
     from metanas.pipeline.run import CompressRun
 
 EMBEDDING_OBJECTIVES = ("kd", "contrastive")
-ROLE_PARTS = (("student", "student"), ("uniform_baseline", "baseline"))  # report role -> export part
+ROLE_PARTS = (("student", "student"), ("uniform_baseline", "baseline"), ("layer_drop", "layer_drop"))  # role -> part
+INT8_TEACHER = "int8_teacher"  # the teacher only quantized (onnx-int8): what compression must beat
 REPORT_OUTPUTS = (REPORT_JSON, REPORT_MD, PARETO_PLOT, CURVE_PLOT)
 
 
@@ -60,13 +63,24 @@ def shareable_recipe(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
         if data[section][key] not in (None, "auto", "off"):
             data[section][key] = shareable(data[section][key], run_dir)
     data["run_dir"] = shareable(data["run_dir"], run_dir) if data["run_dir"] else None
+    for entry in data["report"]["eval"]:
+        entry["source"] = shareable(entry["source"], run_dir)
     return data
 
 
 def _quality(
-    run: CompressRun, models: Mapping[str, Any], arches: Mapping[str, ArchConfig]
+    run: CompressRun,
+    models: Mapping[str, Any],
+    arches: Mapping[str, ArchConfig],
+    torch_models: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The quality metric of each model on the report's held-out examples."""
+    """The quality metric of each model on the report's held-out examples.
+
+    Embedding objectives score each model as given (an `OnnxEncoder` too). The MLM and
+    task heads run through the supernet, so they score the torch weights of an ONNX
+    model (`torch_models`; `quality_of: torch`) and none for the int8 teacher, which
+    gets its embedding cosine to the teacher instead.
+    """
     _, report_range, _ = run.heldout
     batches = batches_of(run.bundle.validation, report_range, run.recipe.report.batch_size, run.collate)
     out: dict[str, dict[str, Any]] = {}
@@ -82,12 +96,19 @@ def _quality(
             }
         return out
     teacher_sn = run.trained.original_teacher()
+    torch_models = torch_models if torch_models is not None else models
     for role, model in models.items():
+        if role not in torch_models:  # an int8 model: no objective head runs on it
+            cosine = embedding_agreement(embed(model, batches), embed(models["teacher"], batches))["embedding_cosine"]
+            out[role] = {**out["teacher"], "quality": None, "embedding_cosine": cosine}
+            continue
         sn = teacher_sn if role == "teacher" else run.trained.supernet
         if role != "teacher":
-            load_subnet_weights(sn, arches[role], model)
+            load_subnet_weights(sn, arches[role], torch_models[role])
         name, value, higher = objective_quality(run.objective, sn, arches[role], batches)
         out[role] = {"quality": value, "quality_metric": name, "higher_is_better": higher}
+        if isinstance(model, OnnxEncoder):
+            out[role]["quality_of"] = "torch"
     return out
 
 
@@ -100,8 +121,8 @@ def _budget_check(
     check = {}
     for key, requested in run.budget.limits().items():
         limit = resolved[key]
-        if key == "latency_ms" and isinstance(requested, str):
-            limit = run.budget.absolute(key, teacher["latency_ms"])
+        if key == "latency_ms" and isinstance(requested, str):  # against the teacher in the student's format
+            limit = run.budget.absolute(key, teacher.get("shipped_latency_ms", teacher["latency_ms"]))
         value = student["flops_per_token"] if key == "flops" else student[key]
         check[key] = {"limit": limit, "value": value, "ok": bool(value <= limit)}
     return check
@@ -117,28 +138,50 @@ def _copy_plots(run: CompressRun) -> dict[str, str]:
     return out
 
 
+def _teacher_formats(run: CompressRun, teacher: Any) -> dict[str, OnnxEncoder]:
+    """The teacher as ONNX sessions: int8 (a report row, when ONNX Runtime is installed) and the shipped format."""
+    fmt = run.recipe.export.format
+    wanted = (["onnx-int8"] if onnx_available() else []) + (["onnx"] if fmt == "onnx" else [])
+    return as_formats(teacher, wanted, run.recipe.search.latency.threads) if wanted else {}
+
+
 def _measure_models(run: CompressRun, log: StageLog) -> dict[str, dict[str, Any]]:
-    """Per role (teacher, student, uniform_baseline): arch, params, FLOPs, latency, size and quality."""
-    lat = run.recipe.search.latency
+    """Per role (teacher, student, uniform_baseline, int8_teacher): arch, params, FLOPs, latency, size and quality.
+
+    The student and baseline are measured as they ship (`export.format`); the teacher
+    as given (torch), and once more in the student's format for the budget check.
+    """
+    lat, fmt = run.recipe.search.latency, run.recipe.export.format
     parts = log.info("export")["parts"]
     models: dict[str, Any] = {"teacher": load_teacher_model(run.teacher.path)}
     arches = {"teacher": run.space.largest()}
+    torch_models = dict(models)
     for role, key in ROLE_PARTS:
         if key in parts:
-            models[role] = AutoModel.from_pretrained(str(run.run_dir / parts[key]["dir"]), trust_remote_code=True)
+            model_dir = run.run_dir / parts[key]["dir"]
+            torch_models[role] = AutoModel.from_pretrained(str(model_dir), trust_remote_code=True)
+            models[role] = torch_models[role] if fmt == "torch" else load_encoder(model_dir, fmt, lat.threads)
             arches[role] = ArchConfig.from_dict(parts[key]["arch"])
+    teacher_as = _teacher_formats(run, models["teacher"])
+    if "onnx-int8" in teacher_as:
+        models[INT8_TEACHER], arches[INT8_TEACHER] = teacher_as["onnx-int8"], arches["teacher"]
+    timed = {**models, **({"teacher_onnx": teacher_as["onnx"]} if "onnx" in teacher_as else {})}
     b = run.budget
     latency = measure_models_latency(
-        models, run.space.vocab_size, b.batch_size, b.seq_len, lat.threads, run.recipe.report.latency_rounds,
+        timed, run.space.vocab_size, b.batch_size, b.seq_len, lat.threads, run.recipe.report.latency_rounds,
         lat.warmup, lat.runs,
     )  # fmt: skip
-    quality = _quality(run, models, arches)
+    quality = _quality(run, models, arches, torch_models)
     for role, q in quality.items():
+        if q["quality"] is None:
+            continue
         if not math.isfinite(q["quality"]):
             raise ValueError(
                 f"report: the {role}'s {q['quality_metric']} is {q['quality']} on the held-out examples; a non-finite "
                 "quality is not a result (are the held-out texts empty after tokenization?)"
             )
+    r = run.recipe
+    downstream = evaluate_downstream(models, r.report.eval, run.tokenizer, r.data.max_length, r.report.batch_size)
     entries: dict[str, dict[str, Any]] = {}
     for role, model in models.items():
         arch = arches[role]
@@ -148,14 +191,23 @@ def _measure_models(run: CompressRun, log: StageLog) -> dict[str, dict[str, Any]
             "non_embedding_params": run.space.params(arch, embeddings=False),
             "flops_per_token": run.space.flops(arch, b.seq_len),
             "latency_ms": latency[role],
-            "size_bytes": weights_bytes(model),
+            "size_bytes": model.file_bytes() if isinstance(model, OnnxEncoder) else weights_bytes(model),
+            "format": ("onnx-int8" if role == INT8_TEACHER else "torch" if role == "teacher" else fmt),
             **quality[role],
         }
+        if r.report.eval:
+            entries[role]["downstream"] = downstream[role]
+    shipped_teacher = {"torch": "teacher", "onnx": "teacher_onnx", "onnx-int8": INT8_TEACHER}[fmt]
+    entries["teacher"]["shipped_latency_ms"] = latency[shipped_teacher]
     entries["teacher"]["source"] = shareable(run.teacher.source, run.run_dir)
     entries["student"]["dir_bytes"] = dir_bytes(run.run_dir / MODEL_DIR)
-    entries["student"]["vanilla"] = json.loads((run.run_dir / MODEL_DIR / ARCH_FILE).read_text())["vanilla"]
-    if "uniform_baseline" in entries:
-        entries["uniform_baseline"]["fraction"] = parts["baseline"]["fraction"]
+    student_info = json.loads((run.run_dir / MODEL_DIR / ARCH_FILE).read_text())
+    entries["student"]["vanilla"] = student_info["vanilla"]
+    if fmt != "torch":
+        entries["student"]["onnx_file"] = student_info["onnx_file"]
+    for role, key in ROLE_PARTS[1:]:
+        if role in entries:
+            entries[role]["fraction"] = parts[key]["fraction"]
     return entries
 
 
@@ -175,6 +227,9 @@ def build_report(run: CompressRun, log: StageLog) -> dict[str, Any]:
         "teacher": entries["teacher"],
         "student": entries["student"],
         "uniform_baseline": entries.get("uniform_baseline"),
+        "layer_drop": entries.get("layer_drop"),
+        INT8_TEACHER: entries.get(INT8_TEACHER),
+        "export_format": r.export.format,
         "budget": {
             "requested": dataclasses.asdict(run.budget),
             "resolved": search["budget"],

@@ -213,7 +213,8 @@ class CompressRun:
         lat = self.recipe.search.latency
         path = self.run_dir / LATENCY_DIR / MEASURED_FILE
         b = self.budget
-        return MeasuredLatency(sn, path, b.batch_size, b.seq_len, lat.threads, lat.warmup, lat.runs)
+        fmt = self.recipe.export.format
+        return MeasuredLatency(sn, path, b.batch_size, b.seq_len, lat.threads, lat.warmup, lat.runs, fmt)
 
     def timing_supernet(self) -> ElasticBert:
         """A supernet of the teacher's shape with random weights: latency does not depend on weights."""

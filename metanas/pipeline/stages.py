@@ -21,15 +21,24 @@ from transformers import AutoModel, PreTrainedModel
 from metanas._io import atomic_dir, atomic_write_json
 from metanas.cost.latency import build_latency_predictor
 from metanas.meta.history import HistoryStore
-from metanas.pipeline.paths import BASELINE_DIR, LATENCY_DIR, MODEL_DIR, PREDICTOR_FILE, SEARCH_DIR, TRAIN_DIR
+from metanas.pipeline.paths import (
+    BASELINE_DIR,
+    LATENCY_DIR,
+    LAYER_DROP_DIR,
+    MODEL_DIR,
+    PREDICTOR_FILE,
+    SEARCH_DIR,
+    TRAIN_DIR,
+)
 from metanas.pipeline.reporting import REPORT_OUTPUTS, report_stage
 from metanas.pipeline.stagelog import Stage, StageLog, StageTracker
-from metanas.pipeline.verify import baseline_archs, ranked_archs, verified
+from metanas.pipeline.verify import baseline_archs, layer_drop_archs, ranked_archs, verified
 from metanas.search.runner import run_search
 from metanas.search.study import run_study
 from metanas.space import ArchConfig
 from metanas.supernet.convert import load_teacher_model
 from metanas.supernet.export import ARCH_FILE, write_model_dir
+from metanas.supernet.onnx_export import write_format
 from metanas.tracking import read_metrics
 from metanas.training import CHECKPOINT_FILE, SUPERNET_FILE, train_supernet
 from metanas.training.distill import distill, save_weights
@@ -68,6 +77,7 @@ def latency_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dic
             runs=lat.runs,
             rounds=lat.rounds,
             seed=run.recipe.search.seed,
+            fmt=run.recipe.export.format,  # time the format that ships
         )
         predictor.save(out_dir / PREDICTOR_FILE)
         info.update(archs_measured=len(predictor.measurements), holdout_mape=predictor.holdout_mape)
@@ -191,17 +201,21 @@ def _export_one(
             info = json.loads((tmp / ARCH_FILE).read_text())
             info["final_distillation"] = {k: v for k, v in distill_info.items() if k != "history"}
             atomic_write_json(info, tmp / ARCH_FILE)
+        write_format(tmp, e.format)  # onnx/model.onnx (+ model_qint8.onnx) of the final weights
     return {"arch": arch.to_dict(), "dir": out.name, "distill": distill_info}
 
 
 def export_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict[str, Any]:
-    """The best arch (`model/`) and the uniform-shrink baseline (`baseline/`), each verified and distilled."""
+    """The best arch (`model/`), the uniform-shrink (`baseline/`) and layer-drop (`layer_drop/`) baselines,
+    each verified and distilled."""
     e = run.recipe.export
     parts: dict[str, tuple[Callable[[], Iterator[tuple[ArchConfig, Any]]], Path]] = {
         "student": (lambda: ranked_archs(run), run.run_dir / MODEL_DIR)
     }
     if e.baseline:
         parts["baseline"] = (lambda: baseline_archs(run), run.run_dir / BASELINE_DIR)
+    if e.layer_drop:
+        parts["layer_drop"] = (lambda: layer_drop_archs(run), run.run_dir / LAYER_DROP_DIR)
     done: dict[str, Any] = dict(log.stages["export"].get("parts", {}))
     teacher = load_teacher_model(run.teacher.path) if e.distill_steps else None
     for i, (name, (candidates, out)) in enumerate(parts.items()):
@@ -222,11 +236,12 @@ def export_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict
 
 # --------------------------------------------------------------------------- the records, in order
 
-LATENCY = Stage("latency", ("teacher", "space", "budget", "search.latency"), (), (LATENCY_DIR,), latency_stage)
+LATENCY_KEYS = ("teacher", "space", "budget", "search.latency", "export.format")  # the format is what is timed
+LATENCY = Stage("latency", LATENCY_KEYS, (), (LATENCY_DIR,), latency_stage)
 # train/cache (tokenized data) is not owned: it is kept across attempts and recipe changes.
 TRAIN_OUTPUTS = (f"{TRAIN_DIR}/{CHECKPOINT_FILE}", f"{TRAIN_DIR}/{SUPERNET_FILE}")
 TRAIN = Stage("train", ("teacher", "data", "objective", "space", "training"), (), TRAIN_OUTPUTS, train_stage)
 SEARCH = Stage("search", ("budget", "search"), ("latency", "train"), (SEARCH_DIR,), search_stage)
-EXPORT = Stage("export", ("export",), ("search",), (MODEL_DIR, BASELINE_DIR), export_stage)
+EXPORT = Stage("export", ("export",), ("search",), (MODEL_DIR, BASELINE_DIR, LAYER_DROP_DIR), export_stage)
 REPORT = Stage("report", ("report",), ("export",), REPORT_OUTPUTS, report_stage)
 STAGES = (LATENCY, TRAIN, SEARCH, EXPORT, REPORT)

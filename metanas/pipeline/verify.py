@@ -21,6 +21,7 @@ from metanas.pipeline.paths import LATENCY_DIR, MEASURED_FILE, PREDICTOR_FILE, S
 from metanas.search.runner import STATE_FILE
 from metanas.space import ArchConfig
 from metanas.supernet.export import build_subnet_model
+from metanas.supernet.onnx_export import as_format
 
 if TYPE_CHECKING:
     from metanas.pipeline.run import CompressRun
@@ -49,6 +50,19 @@ def baseline_archs(run: CompressRun) -> Iterator[tuple[ArchConfig, float]]:
     cost_model = run.cost_model(run.trained.supernet)
     absolute = cost_model.check_feasible(run.search_budget)
     return run.space.uniform_shrinks(lambda a: cost_model.feasible(a, absolute))
+
+
+def layer_drop_archs(run: CompressRun) -> Iterator[tuple[ArchConfig, float]]:
+    """The practitioner's baseline (DistilBERT): every other teacher layer at full width, ending at the last
+    layer; fewer spread layers while that breaks the search's budget (by the latency model), deepest first."""
+    space = run.space
+    cost_model = run.cost_model(run.trained.supernet)
+    absolute = cost_model.check_feasible(run.search_budget)
+    top = space.largest()
+    for depth in range(max(1, space.max_depth // 2), 0, -1):
+        arch = ArchConfig(depth, top.hidden, top.heads[:depth], top.ffn[:depth], "spread")
+        if cost_model.feasible(arch, absolute):
+            yield space.runnable.canonical(arch), depth / space.max_depth
 
 
 def teacher_timing(run: CompressRun) -> float:
@@ -83,13 +97,18 @@ def verified(
         arch, extra = next(candidates)
         return arch, extra, None
     sn = run.trained.supernet
-    teacher = build_subnet_model(sn, run.space.largest())
+    fmt = run.recipe.export.format  # time what ships, as the latency model did
+
+    def shipped(arch: ArchConfig) -> Any:
+        return as_format(build_subnet_model(sn, arch), fmt, lat.threads)
+
+    teacher = shipped(run.space.largest())
     reference = teacher_timing(run)
     checks: list[dict[str, Any]] = []
     tried: list[tuple[ArchConfig, Any]] = []
     for arch, extra in islice(candidates, lat.verify):
         ms = measure_models_latency(
-            {"teacher": teacher, "candidate": build_subnet_model(sn, arch)},
+            {"teacher": teacher, "candidate": shipped(arch)},
             run.space.vocab_size,
             run.budget.batch_size,
             run.budget.seq_len,

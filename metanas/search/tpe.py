@@ -73,6 +73,8 @@ def tpe_distributions(space: SearchSpace) -> dict[str, Any]:
     for i in range(space.max_depth):
         out[f"heads_{i}"] = dist(list(space.head_choices))
         out[f"ffn_{i}"] = dist(list(space.ffn_choices))
+    if len(space.layer_selection_choices) > 1:  # only then, so studies of other spaces keep their parameters
+        out["layer_selection"] = dist(list(space.layer_selection_choices))
     return out
 
 
@@ -84,15 +86,18 @@ def tpe_params(space: SearchSpace, arch: ArchConfig, base: Mapping[str, Any] | N
         inside = i < arch.depth
         params[f"heads_{i}"] = arch.heads[last] if inside or base is None else base[f"heads_{i}"]
         params[f"ffn_{i}"] = arch.ffn[last] if inside or base is None else base[f"ffn_{i}"]
+    if len(space.layer_selection_choices) > 1:
+        params["layer_selection"] = arch.layer_selection
     return params
 
 
-def arch_from_params(params: Mapping[str, Any]) -> ArchConfig:
-    """The arch a trial's parameters describe (layer positions beyond the depth ignored)."""
+def arch_from_params(params: Mapping[str, Any], space: SearchSpace | None = None) -> ArchConfig:
+    """The arch a trial's parameters describe (layer positions beyond the depth ignored), canonical in `space`."""
     depth = int(params["depth"])
     heads = tuple(int(params[f"heads_{i}"]) for i in range(depth))
     ffn = tuple(int(params[f"ffn_{i}"]) for i in range(depth))
-    return ArchConfig(depth, int(params["hidden"]), heads, ffn)
+    arch = ArchConfig(depth, int(params["hidden"]), heads, ffn, params.get("layer_selection", "first"))
+    return space.canonical(arch) if space is not None else arch
 
 
 class OptunaSearch(Strategy):
@@ -220,7 +225,7 @@ class OptunaSearch(Strategy):
         fail = self._optuna.trial.TrialState.FAIL
         for _ in range(self.config.max_tries):
             trial = self._ask_trial()
-            proposed = arch_from_params(trial.params)
+            proposed = arch_from_params(trial.params, self.space)
             arch = self.repaired(proposed)
             if not self.feasible(arch):
                 self.study.tell(trial, state=fail)

@@ -9,7 +9,9 @@ Weights are the supernet's tensors, prefix-sliced to the target model's shapes.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ from metanas.supernet.families import ROBERTA_POSITION_TYPES
 from metanas.supernet.model import ElasticBert
 from metanas.supernet.remote.configuration_metanas_bert import MetanasBertConfig
 from metanas.supernet.remote.modeling_metanas_bert import MetanasBertModel
+from metanas.supernet.rewire import permute_hidden
+from metanas.supernet.st_format import write_student_st_files
 
 REMOTE_DIR = Path(__file__).parent / "remote"
 REMOTE_FILES = ("configuration_metanas_bert.py", "modeling_metanas_bert.py")
@@ -97,18 +101,45 @@ def subnet_config(sn: ElasticBert, arch: ArchConfig) -> PretrainedConfig:
     )
 
 
+_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.")
+
+
+def supernet_name(sn: ElasticBert, arch: ArchConfig, name: str) -> str:
+    """The supernet parameter behind the exported model's `name`: its layer j is the supernet's j-th kept layer."""
+    m = _LAYER.match(name)
+    if m is None:
+        return name
+    return f"encoder.layer.{sn.space.layer_indices(arch)[int(m.group(1))]}.{name[m.end() :]}"
+
+
+def channel_order(sn: ElasticBert, arch: ArchConfig) -> torch.Tensor | None:
+    """How the exported model's hidden channels are ordered from the supernet's first `arch.hidden` ones.
+
+    After hidden rewiring the supernet's channel k is the teacher's channel `hidden_order[k]`;
+    exporting the kept channels sorted by teacher channel gives the largest arch the teacher's
+    exact channel order (a drop-in replacement for its vectors) and a narrower one the
+    teacher's order restricted to what it keeps. None when the supernet is not hidden-rewired.
+    """
+    if sn.hidden_order is None:
+        return None
+    return torch.argsort(torch.tensor(sn.hidden_order[: arch.hidden]), stable=True)
+
+
 def build_subnet_model(sn: ElasticBert, arch: ArchConfig) -> PreTrainedModel:
-    """A standalone model for `arch` holding the supernet's prefix-sliced weights."""
-    sn.space.validate(arch)
+    """A standalone model for `arch` holding the supernet's prefix-sliced weights of the layers it keeps."""
+    sn.space.runnable.validate(arch)
     config = subnet_config(sn, arch)
     model = AutoModel.from_config(config)
     ours = dict(sn.named_parameters())
     state: dict[str, torch.Tensor] = {}
     for name, target in model.named_parameters():
-        if name not in ours:
+        src = ours.get(supernet_name(sn, arch, name))
+        if src is None:
             raise RuntimeError(f"export: the supernet has no parameter for {name}")
-        src = ours[name]
-        state[name] = src.detach()[tuple(slice(0, n) for n in target.shape)]  # load_state_dict copies
+        state[name] = src.detach()[tuple(slice(0, n) for n in target.shape)].clone()
+    order = channel_order(sn, arch)
+    if order is not None:
+        permute_hidden(state, order, sn.space.embedding_size is None)
     model.load_state_dict(state, strict=False)
     missing = set(dict(model.named_parameters())) - set(state)
     if missing:
@@ -116,9 +147,31 @@ def build_subnet_model(sn: ElasticBert, arch: ArchConfig) -> PreTrainedModel:
     return model.eval()
 
 
+# Options of the call that loaded the tokenizer, which `save_pretrained` writes into tokenizer_config.json:
+# a user's plain `AutoTokenizer.from_pretrained(export_dir)` must not inherit them (local_files_only
+# would stop a hub-backed reload; the others name this machine or a download).
+LOADING_OPTIONS = (
+    "local_files_only", "is_local", "cache_dir", "token", "use_auth_token", "revision", "trust_remote_code",
+    "proxies", "force_download", "subfolder", "_from_auto", "_commit_hash", "device_map", "name_or_path",
+    "tokenizer_file",
+)  # fmt: skip
+
+
+def clean_tokenizer_config(target: Path) -> None:
+    """Drop loading options (`LOADING_OPTIONS`) from `target/tokenizer_config.json`, if there is one."""
+    path = target / "tokenizer_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text())
+    kept = {k: v for k, v in config.items() if k not in LOADING_OPTIONS}
+    if kept != config:
+        atomic_write_json(kept, path)
+
+
 def _save_tokenizer(sn: ElasticBert, tokenizer: Any, target: Path) -> None:
     if tokenizer is not None:
         tokenizer.save_pretrained(target)
+        clean_tokenizer_config(target)
         return
     source = sn.source
     if source and Path(source).is_dir():
@@ -131,6 +184,7 @@ def _save_tokenizer(sn: ElasticBert, tokenizer: Any, target: Path) -> None:
         AutoTokenizer.from_pretrained(source).save_pretrained(target)
     else:
         raise ValueError("export: the supernet has no teacher path to copy tokenizer files from; pass tokenizer=")
+    clean_tokenizer_config(target)
 
 
 def check_replaceable(out: Path, overwrite: bool) -> None:
@@ -195,11 +249,13 @@ def write_model_dir(
         for f in REMOTE_FILES:
             shutil.copy2(REMOTE_DIR / f, target / f)
     _save_tokenizer(sn, tokenizer, target)
+    write_student_st_files(sn.source, target, hidden=model.config.hidden_size, teacher_hidden=sn.config.hidden_size)
     info = {
         "arch": arch.to_dict(),
         "space_signature": sn.space.signature(),
         "teacher": shareable(sn.source),
         "params": sn.space.params(arch),
+        "teacher_layers": list(sn.space.layer_indices(arch)),
         "vanilla": not isinstance(model.config, MetanasBertConfig),
         **(extra_info or {}),
     }
@@ -213,10 +269,15 @@ def load_subnet_weights(sn: ElasticBert, arch: ArchConfig, model: nn.Module) -> 
     weights changed after export (final distillation) through the supernet forward,
     which computes the same function as the exported model.
     """
-    sn.space.validate(arch)
+    sn.space.runnable.validate(arch)
     ours = dict(sn.named_parameters())
+    state = {name: p.detach().clone() for name, p in model.named_parameters()}
+    order = channel_order(sn, arch)
+    if order is not None:  # back from the teacher's channel order to the supernet's
+        permute_hidden(state, torch.argsort(order), sn.space.embedding_size is None)
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name not in ours:
+        for name, p in state.items():
+            target = ours.get(supernet_name(sn, arch, name))
+            if target is None:
                 raise ValueError(f"the model has a parameter {name} that the supernet lacks")
-            ours[name][tuple(slice(0, n) for n in p.shape)].copy_(p.detach())
+            target[tuple(slice(0, n) for n in p.shape)].copy_(p)

@@ -160,6 +160,8 @@ class ElasticBert(nn.Module):
         self.config = config
         self.space = space or SearchSpace.from_teacher_config(config)
         self.source: str | None = None  # where the teacher came from (tokenizer files are copied from it)
+        # Teacher hidden channel held by each supernet channel after hidden rewiring (None: not rewired).
+        self.hidden_order: list[int] | None = None
         self.embeddings = ElasticEmbeddings(self.space, config)
         if self.space.embedding_size:
             self.embeddings_project = ElasticLinear(self.space.embedding_size, max(self.space.hidden_choices))
@@ -230,7 +232,7 @@ class ElasticBert(nn.Module):
 
     # ----- arch ---------------------------------------------------------
     def set_arch(self, arch: ArchConfig) -> None:
-        self.active_arch = self.space.validate(arch)
+        self.active_arch = self.space.runnable.validate(arch)
 
     # ----- forward ------------------------------------------------------
     def forward(
@@ -249,7 +251,7 @@ class ElasticBert(nn.Module):
         `output_qkv`: True for every layer, or a list of layer indices (negative
         indices count from the subnet's last layer), e.g. `[-1]` for MiniLM-style KD.
         """
-        arch = self.active_arch if arch is None else self.space.validate(arch)
+        arch = self.active_arch if arch is None else self.space.runnable.validate(arch)
         h = arch.hidden
         x = self.embeddings(input_ids, token_type_ids, h)
         if self.space.embedding_size:
@@ -265,8 +267,8 @@ class ElasticBert(nn.Module):
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
         qkv = [] if qkv_layers else None
-        for i in range(arch.depth):
-            x, probs, layer_qkv = self.encoder.layer[i](x, mask, arch.heads[i], arch.ffn[i], output_attentions)
+        for i, layer in enumerate(self.space.layer_indices(arch)):
+            x, probs, layer_qkv = self.encoder.layer[layer](x, mask, arch.heads[i], arch.ffn[i], output_attentions)
             if hidden_states is not None:
                 hidden_states.append(x)
             if attentions is not None:

@@ -24,7 +24,7 @@ from metanas.objectives.build import build_objective
 from metanas.objectives.kd import make_teacher
 from metanas.space import SearchSpace
 from metanas.supernet.model import ElasticBert
-from metanas.supernet.rewire import permute_layer
+from metanas.supernet.rewire import restore_permutation
 from metanas.training.checkpoint import load_torch_file
 
 SUPERNET_FILE = "supernet.pt"
@@ -94,10 +94,7 @@ class TrainedSupernet:
         space = SearchSpace.from_dict(self.meta["space"])
         overrides = {k: v for k, v in space.to_dict().items() if k.endswith("_choices")}
         teacher = ElasticBert.from_teacher(source, space_overrides=overrides)
-        perm = self.meta["rewire"]
-        if perm is not None:
-            for i, (heads, ffn) in enumerate(zip(perm["heads"], perm["ffn"])):
-                permute_layer(teacher, i, torch.tensor(heads), torch.tensor(ffn))
+        restore_permutation(teacher, self.meta["rewire"])
         return teacher
 
     def objective(self) -> Objective:
@@ -135,4 +132,5 @@ def load_trained_supernet(run_dir: str | os.PathLike) -> TrainedSupernet:
     sn = ElasticBert(config, SearchSpace.from_dict(meta["space"]))
     sn.load_state_dict(data["supernet"])
     sn.source = meta["source"]
+    sn.hidden_order = (meta.get("rewire") or {}).get("hidden")
     return TrainedSupernet(supernet=sn.eval(), objective_state=data["objective"], meta=meta, run_dir=run_dir)

@@ -98,7 +98,8 @@ class SupernetWithObjective(nn.Module):
 
         handle = None
         if capture_qkv or distill_target is not None:
-            handle = self.sn.encoder.layer[arch.depth - 1].register_forward_hook(hook, with_kwargs=True)
+            last = self.sn.encoder.layer[self.sn.space.layer_indices(arch)[-1]]
+            handle = last.register_forward_hook(hook, with_kwargs=True)
         try:
             loss, logs = self.objective.loss(self.sn, batch, arch, context)
         finally:
@@ -256,7 +257,7 @@ class SupernetTrainer:
         if r.teacher.rewire:
             train = self.bundle.train
             batch = collate_rows(train, list(range(min(REWIRE_EXAMPLES, len(train)))), self.collate)
-            self.permutation = rewire(sn, batch)
+            self.permutation = rewire(sn, batch, r.teacher.hidden_importance)
         try:
             objective = build_objective(
                 r.objective.name,

@@ -159,7 +159,9 @@ class MetanasBertModel(MetanasBertPreTrainedModel):
         if self.embeddings_project is not None:
             x = self.embeddings_project(x)
         mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
+        # skip an all-ones mask, except when exporting a graph (ONNX): the graph must handle padding too
+        exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
+        if attention_mask is not None and (exporting or not bool(attention_mask.all())):
             mask = attention_mask.bool()[:, None, None, :]
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
