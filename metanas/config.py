@@ -12,7 +12,6 @@ that section's `__post_init__` (reported with the section name).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import yaml
 from metanas._options import check_options
 from metanas._schema import build, suggest
 from metanas.cost.budget import BUDGET_KEYS, Budget
+from metanas.formats import FORMATS, INSTALL_HINT, missing_modules
 from metanas.objectives import OBJECTIVES, OPTIONS
 from metanas.search.configs import (
     DEFAULT_HEARTBEAT_SECONDS,
@@ -302,8 +302,7 @@ class SearchSection:
 
 
 # export.format: what ships, and so what the latency model, the pre-export check and the report time.
-EXPORT_FORMATS = ("torch", "onnx", "onnx-int8")
-ONNX_MODULES = ("onnx", "onnxruntime", "onnxscript")  # torch.onnx's exporter needs onnxscript
+EXPORT_FORMATS = FORMATS
 
 
 def _export_formats() -> tuple[str, ...]:
@@ -334,11 +333,9 @@ class ExportSection:
     format: str = field(default="torch", metadata=_meta(choices=_export_formats))
 
     def __post_init__(self) -> None:
-        missing = [m for m in ONNX_MODULES if importlib.util.find_spec(m) is None] if self.format != "torch" else []
+        missing = missing_modules(self.format)
         if missing:
-            raise ValueError(
-                f"export.format {self.format!r} needs {', '.join(missing)}, not installed: pip install 'metanas[onnx]'"
-            )
+            raise ValueError(f"export.format {self.format!r} needs {', '.join(missing)}, not installed: {INSTALL_HINT}")
 
 
 EVAL_KINDS = ("classification", "pairs")

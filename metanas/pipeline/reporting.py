@@ -191,7 +191,7 @@ def _measure_models(run: CompressRun, log: StageLog) -> dict[str, dict[str, Any]
             "non_embedding_params": run.space.params(arch, embeddings=False),
             "flops_per_token": run.space.flops(arch, b.seq_len),
             "latency_ms": latency[role],
-            "size_bytes": model.file_bytes() if isinstance(model, OnnxEncoder) else weights_bytes(model),
+            "size_bytes": model.size_bytes if isinstance(model, OnnxEncoder) else weights_bytes(model),
             "format": ("onnx-int8" if role == INT8_TEACHER else "torch" if role == "teacher" else fmt),
             **quality[role],
         }

@@ -51,7 +51,9 @@ from metanas.pipeline.teacher import resolve_teacher
 from metanas.pipeline.tiny import write_tiny_teacher
 from metanas.search.registry import ResolvedStrategy, resolve_strategy
 from metanas.space import SearchSpace
+from metanas.supernet.export import build_subnet_model
 from metanas.supernet.model import ElasticBert
+from metanas.supernet.onnx_export import as_format
 from metanas.tracking import Tracker
 from metanas.training import TOKENIZER_DIR, TrainedSupernet, load_trained_supernet
 
@@ -215,6 +217,13 @@ class CompressRun:
         b = self.budget
         fmt = self.recipe.export.format
         return MeasuredLatency(sn, path, b.batch_size, b.seq_len, lat.threads, lat.warmup, lat.runs, fmt)
+
+    @cached_property
+    def shipped_teacher(self) -> Any:
+        """The teacher (the trained supernet's largest arch) as `export.format` ships it, built once: every
+        export candidate is timed beside it."""
+        model = build_subnet_model(self.trained.supernet, self.space.largest())
+        return as_format(model, self.recipe.export.format, self.recipe.search.latency.threads)
 
     def timing_supernet(self) -> ElasticBert:
         """A supernet of the teacher's shape with random weights: latency does not depend on weights."""

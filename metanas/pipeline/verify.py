@@ -62,7 +62,7 @@ def layer_drop_archs(run: CompressRun) -> Iterator[tuple[ArchConfig, float]]:
     for depth in range(max(1, space.max_depth // 2), 0, -1):
         arch = ArchConfig(depth, top.hidden, top.heads[:depth], top.ffn[:depth], "spread")
         if cost_model.feasible(arch, absolute):
-            yield space.runnable.canonical(arch), depth / space.max_depth
+            yield space.canonical(arch), depth / space.max_depth
 
 
 def teacher_timing(run: CompressRun) -> float:
@@ -102,7 +102,7 @@ def verified(
     def shipped(arch: ArchConfig) -> Any:
         return as_format(build_subnet_model(sn, arch), fmt, lat.threads)
 
-    teacher = shipped(run.space.largest())
+    teacher = run.shipped_teacher
     reference = teacher_timing(run)
     checks: list[dict[str, Any]] = []
     tried: list[tuple[ArchConfig, Any]] = []

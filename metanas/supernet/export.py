@@ -104,12 +104,12 @@ def subnet_config(sn: ElasticBert, arch: ArchConfig) -> PretrainedConfig:
 _LAYER = re.compile(r"^encoder\.layer\.(\d+)\.")
 
 
-def supernet_name(sn: ElasticBert, arch: ArchConfig, name: str) -> str:
-    """The supernet parameter behind the exported model's `name`: its layer j is the supernet's j-th kept layer."""
+def supernet_name(name: str, kept: tuple[int, ...]) -> str:
+    """The supernet parameter behind the exported model's `name`: its layer j is `kept[j]` (the j-th kept layer)."""
     m = _LAYER.match(name)
     if m is None:
         return name
-    return f"encoder.layer.{sn.space.layer_indices(arch)[int(m.group(1))]}.{name[m.end() :]}"
+    return f"encoder.layer.{kept[int(m.group(1))]}.{name[m.end() :]}"
 
 
 def channel_order(sn: ElasticBert, arch: ArchConfig) -> torch.Tensor | None:
@@ -130,10 +130,10 @@ def build_subnet_model(sn: ElasticBert, arch: ArchConfig) -> PreTrainedModel:
     sn.space.runnable.validate(arch)
     config = subnet_config(sn, arch)
     model = AutoModel.from_config(config)
-    ours = dict(sn.named_parameters())
+    ours, kept = dict(sn.named_parameters()), sn.space.layer_indices(arch)
     state: dict[str, torch.Tensor] = {}
     for name, target in model.named_parameters():
-        src = ours.get(supernet_name(sn, arch, name))
+        src = ours.get(supernet_name(name, kept))
         if src is None:
             raise RuntimeError(f"export: the supernet has no parameter for {name}")
         state[name] = src.detach()[tuple(slice(0, n) for n in target.shape)].clone()
@@ -270,14 +270,14 @@ def load_subnet_weights(sn: ElasticBert, arch: ArchConfig, model: nn.Module) -> 
     which computes the same function as the exported model.
     """
     sn.space.runnable.validate(arch)
-    ours = dict(sn.named_parameters())
+    ours, kept = dict(sn.named_parameters()), sn.space.layer_indices(arch)
     state = {name: p.detach().clone() for name, p in model.named_parameters()}
     order = channel_order(sn, arch)
     if order is not None:  # back from the teacher's channel order to the supernet's
         permute_hidden(state, torch.argsort(order), sn.space.embedding_size is None)
     with torch.no_grad():
         for name, p in state.items():
-            target = ours.get(supernet_name(sn, arch, name))
+            target = ours.get(supernet_name(name, kept))
             if target is None:
                 raise ValueError(f"the model has a parameter {name} that the supernet lacks")
             target[tuple(slice(0, n) for n in p.shape)].copy_(p)

@@ -14,7 +14,6 @@ that embeds with a torch model (`metanas.report.embed`) runs it unchanged.
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import logging
@@ -35,35 +34,28 @@ from transformers import AutoModel
 from transformers.modeling_outputs import BaseModelOutput
 
 from metanas._io import atomic_dir, atomic_write_json
+from metanas.formats import FORMATS, INSTALL_HINT, missing_modules
 from metanas.supernet.export import ARCH_FILE
 from metanas.supernet.families import MODEL_INPUTS
 
-FORMATS = ("torch", "onnx", "onnx-int8")
 ONNX_DIR = "onnx"
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model_qint8.onnx"
 FORMAT_FILES = {"onnx": f"{ONNX_DIR}/{ONNX_FILE}", "onnx-int8": f"{ONNX_DIR}/{INT8_FILE}"}
-ONNX_MODULES = ("onnx", "onnxruntime", "onnxscript")
-INSTALL_HINT = "pip install 'metanas[onnx]'"
 OUTPUT = "last_hidden_state"
-
-
-def missing_onnx_modules() -> list[str]:
-    """The packages ONNX export and timing need that are not installed (checked without importing them)."""
-    return [m for m in ONNX_MODULES if importlib.util.find_spec(m) is None]
 
 
 def require_format(fmt: str, field: str = "export.format") -> None:
     """Fail early, with the fix, when `fmt` is unknown or needs packages that are missing."""
     if fmt not in FORMATS:
         raise ValueError(f"{field} must be one of {list(FORMATS)}, got {fmt!r}")
-    missing = missing_onnx_modules() if fmt != "torch" else []
+    missing = missing_modules(fmt)
     if missing:
         raise ImportError(f"{field}: {fmt!r} needs {', '.join(missing)}, which are not installed: {INSTALL_HINT}")
 
 
 def onnx_available() -> bool:
-    return not missing_onnx_modules()
+    return not missing_modules("onnx")
 
 
 def encoder_inputs(model: nn.Module) -> tuple[str, ...]:
@@ -97,6 +89,20 @@ def _example_inputs(model: nn.Module, names: Sequence[str]) -> tuple[torch.Tenso
 EXPORTER_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx")
 
 
+@contextmanager
+def _quiet(names: Sequence[str], level: int) -> Iterator[None]:
+    """Raise the named loggers ("" is the root logger) to `level` while the block runs."""
+    loggers = [logging.getLogger(name or None) for name in names]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(level)
+    try:
+        yield
+    finally:
+        for log, old in zip(loggers, levels):
+            log.setLevel(old)
+
+
 def _torch_to_onnx(model: nn.Module, path: Path) -> None:
     """`torch.onnx.export` (the torch.export-based exporter) with dynamic batch and sequence axes."""
     names = encoder_inputs(model)
@@ -105,42 +111,32 @@ def _torch_to_onnx(model: nn.Module, path: Path) -> None:
     was_training = model.training
     wrapper = _LastHiddenState(model, names).eval()
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    # The exporter's optimizer logs every rewrite at INFO (a thousand lines per model under the CLI's logging).
-    quiet = {name: logging.getLogger(name) for name in EXPORTER_LOGGERS}
-    levels = {name: log.level for name, log in quiet.items()}
-    for log in quiet.values():
-        log.setLevel(logging.WARNING)
     try:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        # the exporter's optimizer logs every rewrite at INFO (a thousand lines per model under the CLI's logging)
+        with _quiet(EXPORTER_LOGGERS, logging.WARNING), warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(
-                wrapper,
-                _example_inputs(model, names),
-                str(path),
-                input_names=list(names),
-                output_names=[OUTPUT],
-                dynamic_shapes=(tuple({0: batch, 1: seq} for _ in names),),  # one entry: forward's *inputs
-                dynamo=True,
-                external_data=False,
-                verbose=False,
-            )
+            with torch.inference_mode(False):
+                torch.onnx.export(
+                    wrapper,
+                    _example_inputs(model, names),
+                    str(path),
+                    input_names=list(names),
+                    output_names=[OUTPUT],
+                    dynamic_shapes=(tuple({0: batch, 1: seq} for _ in names),),  # one entry: forward's *inputs
+                    dynamo=True,
+                    external_data=False,
+                    verbose=False,
+                )
     finally:
         model.train(was_training)
-        for name, log in quiet.items():
-            log.setLevel(levels[name])
 
 
 def _quantize(src: Path, dst: Path) -> None:
     """onnxruntime's dynamic quantization: int8 weights, activations quantized per batch at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # it logs a "consider pre-processing" hint on the root logger every call
-    try:
+    with _quiet([""], logging.ERROR):  # it logs a "consider pre-processing" hint on the root logger every call
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
-    finally:
-        root.setLevel(level)
 
 
 def export_onnx(model: nn.Module, model_dir: str | os.PathLike, fmt: str) -> Path:
@@ -221,7 +217,7 @@ class OnnxEncoder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         self.path = Path(path)
-        self.size_bytes = self.path.stat().st_size  # kept: `as_format`'s temporary file is gone after loading
+        self.size_bytes = self.path.stat().st_size  # what ships; kept: `as_format`'s temporary file goes away
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = tuple(i.name for i in self.session.get_inputs())
 
@@ -241,10 +237,6 @@ class OnnxEncoder:
 
     def train(self, mode: bool = True) -> OnnxEncoder:
         return self
-
-    def file_bytes(self) -> int:
-        """Size of the ONNX file (what ships for this format)."""
-        return self.size_bytes
 
     def __repr__(self) -> str:
         return f"OnnxEncoder({self.path.name!r}, inputs={list(self.input_names)})"

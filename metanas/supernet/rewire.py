@@ -34,15 +34,20 @@ if TYPE_CHECKING:  # the supernet calls rewire(); rewire only needs its attribut
     from metanas.supernet.model import ElasticBert
 
 
+def _stream_mask(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's attention mask (all ones when absent) and each real token's weight in a mean over tokens."""
+    mask = batch.get("attention_mask")
+    if mask is None:
+        mask = torch.ones_like(batch["input_ids"])
+    return mask, mask.float() / mask.sum()
+
+
 @torch.no_grad()
 def unit_importance(sn: ElasticBert, batch: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per-layer head and FFN-neuron importance of the largest arch on `batch`."""
     arch = sn.space.largest()
     d = sn.space.head_dim
-    mask = batch.get("attention_mask")
-    if mask is None:
-        mask = torch.ones_like(batch["input_ids"])
-    weight = mask.float() / mask.sum()
+    mask, weight = _stream_mask(batch)
     head_scores: list[torch.Tensor] = []
     ffn_scores: list[torch.Tensor] = []
     hooks = []
@@ -133,17 +138,10 @@ def permute_hidden(params: Mapping[str, torch.Tensor], order: torch.Tensor, elas
             p.copy_(p.index_select(axis, order.to(p.device)))
 
 
-def _stream_mask(sn: ElasticBert, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    mask = batch.get("attention_mask")
-    if mask is None:
-        mask = torch.ones_like(batch["input_ids"])
-    return mask, mask.float() / mask.sum()
-
-
 @torch.no_grad()
 def activation_importance(sn: ElasticBert, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Minitron's channel importance: mean |LayerNorm output| per channel, summed over the stream's LayerNorms."""
-    mask, weight = _stream_mask(sn, batch)
+    mask, weight = _stream_mask(batch)
     total = torch.zeros(max(sn.space.hidden_choices))
 
     def on_norm(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
@@ -166,7 +164,7 @@ def activation_importance(sn: ElasticBert, batch: dict[str, torch.Tensor]) -> to
 
 def gradient_importance(sn: ElasticBert, batch: dict[str, torch.Tensor], seed: int = 0) -> torch.Tensor:
     """|sum of gradient x weight| per hidden channel for a label-free denoising loss (see the module docstring)."""
-    mask, weight = _stream_mask(sn, batch)
+    mask, weight = _stream_mask(batch)
     ids = batch["input_ids"]
     gen = torch.Generator().manual_seed(seed)
     corrupt = (torch.rand(ids.shape, generator=gen) < CORRUPT_FRACTION) & mask.bool()
