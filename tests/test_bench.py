@@ -177,3 +177,27 @@ def test_bench_errors_name_the_valid_choices(table_file: Path) -> None:
 def test_a_strategy_that_needs_the_supernet_says_so_on_a_table(table_file: Path) -> None:
     with pytest.raises(ValueError, match="'differentiable' optimises on the supernet itself.*--live"):
         run_bench(table_file, ["synthetic"], ["differentiable"], seeds=1, evals=10, budget_quantile=0.5, reference=20)
+
+
+def test_parallel_replays_give_the_serial_results(table_file: Path) -> None:
+    """Two spawned workers replay the same traces as this process, summaries included; wall times aside."""
+    strategies = ["random", "tpe", "bo"]
+    options = {"bo": {"surrogate": "target", "pool_size": 100, "target_epochs": 20}}
+    kw = {"seeds": 2, "evals": 30, "budget_quantile": 0.5, "reference": 50, "options": options}
+    serial = run_bench(table_file, ["synthetic"], strategies, **kw)["tasks"]["synthetic"]
+    parallel = run_bench(table_file, ["synthetic"], strategies, jobs=2, **kw)["tasks"]["synthetic"]
+    for name in strategies:
+        runs = [[(r["seed"], r["trace"]) for r in result["runs"][name]] for result in (serial, parallel)]
+        assert runs[0] == runs[1] and [seed for seed, _ in runs[0]] == [0, 1]
+        assert len(runs[0][0][1]) == 30 and runs[0][0][1] != runs[0][1][1]
+        for key in ("evals_to_0.98", "final_best"):
+            assert serial["strategies"][name][key] == parallel["strategies"][name][key]
+
+
+def test_parallel_replay_options_are_checked(table_file: Path) -> None:
+    with pytest.raises(ValueError, match="jobs must be an integer >= 1, got 0"):
+        run_bench(table_file, None, ["random"], jobs=0)
+    with pytest.raises(ValueError, match="jobs=2 replays on the table alone.*--live and jobs 1"):
+        run_bench(table_file, None, ["random"], jobs=2, live=object())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'differentiable' optimises on the supernet itself"):
+        run_bench(table_file, ["synthetic"], ["differentiable"], 1, 10, 0.5, 20, jobs=2)

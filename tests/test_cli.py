@@ -128,7 +128,12 @@ def test_shipped_recipes_parse():
     assert quick.teacher.path is None and quick.objective.name == "kd"  # the bundled all-MiniLM-L6-v2
     assert quick.budget.latency_ms == "50%" and quick.budget.seq_len == 128 and quick.budget.batch_size == 1
     assert quick.search.latency.margin == 0.05 and quick.search.latency.verify == 6 and quick.threads == 1
-    assert quick.space == {"hidden_choices": [384], "depth_choices": [4, 5, 6]}
+    assert quick.space == {
+        "hidden_choices": [384],
+        "depth_choices": [2, 3, 4, 5, 6],
+        "layer_selection_choices": ["first", "spread"],
+    }
+    assert quick.data.sources[0] == "builtin" and len(quick.data.sources) == 4  # docstrings + general prose
 
     probe = recipes["newsgroups-probe.yaml"]  # the quickstart plus report.eval
     assert {k: v for k, v in probe.to_dict().items() if k not in ("report", "logging")} == {

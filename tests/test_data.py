@@ -253,6 +253,8 @@ def test_float_labels_and_non_string_texts_are_rejected(tmp_path):
     [
         ({"source": ""}, r"DataConfig.source must be a non-empty string"),
         ({"split": " "}, r"DataConfig.split must be a non-empty string"),
+        ({"source": []}, r"DataConfig.source must be a non-empty string or a non-empty list of them, got \[\]"),
+        ({"source": ["builtin", ""]}, r"DataConfig.source must be a non-empty string or a non-empty list"),
         ({"text_column": None}, r"DataConfig.text_column must be a non-empty string"),
         ({"hf_config": ""}, r"DataConfig.hf_config must be None or a non-empty string"),
         ({"label_column": "text"}, r"DataConfig.label_column must differ from text_column"),

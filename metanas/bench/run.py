@@ -14,6 +14,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from metanas.bench.pool import replay_parallel
 from metanas.bench.protocol import DEFAULT_BUDGET_QUANTILE, DEFAULT_REFERENCE, PRIMARY_TARGET, BenchTarget
 from metanas.bench.replay import Lookup, check_strategies, replay_run, source_records, summarize
 from metanas.bench.tablefile import BenchTask, load_bench_table
@@ -56,6 +57,16 @@ def _check_tasks(tasks: Mapping[str, BenchTask], names: Sequence[str] | None) ->
     return list(names)
 
 
+def _check_jobs(jobs: int, live: LiveTables | None) -> None:
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    if jobs > 1 and live is not None:
+        raise ValueError(
+            f"jobs={jobs} replays on the table alone, but live evaluation runs the task's supernet in this process "
+            "and grows its table: replay with --live and jobs 1"
+        )
+
+
 def bench_task(
     tasks: Mapping[str, BenchTask],
     name: str,
@@ -66,8 +77,11 @@ def bench_task(
     reference: int = DEFAULT_REFERENCE,
     options: Mapping[str, Mapping[str, Any]] | None = None,
     live: LiveTables | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Every strategy and seed on task `name`: per-strategy summaries, the reference range, the raw traces."""
+    """Every strategy and seed on task `name`, `jobs` runs at a time: per-strategy summaries, the reference range,
+    the raw traces."""
+    _check_jobs(jobs, live)
     task = tasks[name]
     target = BenchTarget.from_quantile(name, task.space, budget_quantile, task.seq_len)
     lookup = live.lookup(name) if live is not None else task.fitness
@@ -75,23 +89,33 @@ def bench_task(
     values = [lookup(a) for a in ref_archs]
     ref = {"f_min": float(min(values)), "f_ref": float(max(values)), "n": len(values)}
     sources = source_records(tasks, name) if any(s == "warm_evolution" for s in strategies) else []
+    options = options or {}
     out: dict[str, Any] = {"reference": ref, "budget_non_embedding_params": target.limit, "strategies": {}, "runs": {}}
-    for strategy in strategies:
-        runs = []
-        for seed in tqdm(range(seeds), desc=f"{name} {strategy}", unit="seed", leave=False, dynamic_ncols=True):
-            runs.append(
-                replay_run(
-                    target,
-                    lookup,
-                    strategy,
-                    seed,
-                    evals,
-                    (options or {}).get(strategy),
-                    task.info["task_meta"],
-                    sources,
-                    live.evaluator(name) if live is not None else None,
+    if jobs > 1:
+        pairs = [(strategy, seed) for strategy in strategies for seed in range(seeds)]
+        with tqdm(total=len(pairs), desc=name, unit="run", leave=False, dynamic_ncols=True) as bar:
+            done = replay_parallel(task, target, pairs, evals, options, sources, jobs, lambda _: bar.update())
+        by_strategy = {strategy: [r for r in done if r["strategy"] == strategy] for strategy in strategies}
+    else:
+        by_strategy = {}
+        for strategy in strategies:
+            runs = []
+            for seed in tqdm(range(seeds), desc=f"{name} {strategy}", unit="seed", leave=False, dynamic_ncols=True):
+                runs.append(
+                    replay_run(
+                        target,
+                        lookup,
+                        strategy,
+                        seed,
+                        evals,
+                        options.get(strategy),
+                        task.info["task_meta"],
+                        sources,
+                        live.evaluator(name) if live is not None else None,
+                    )
                 )
-            )
+            by_strategy[strategy] = runs
+    for strategy, runs in by_strategy.items():
         out["strategies"][strategy] = summarize(runs, ref, evals)
         out["runs"][strategy] = [
             {k: r[k] for k in ("seed", "trace", "seconds", "strategy_seconds", "extra")} for r in runs
@@ -124,16 +148,20 @@ def run_bench(
     reference: int = DEFAULT_REFERENCE,
     options: Mapping[str, Mapping[str, Any]] | None = None,
     live: LiveTables | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Replay `strategies` x `seeds` on the named tasks of the table file at `path` (all tasks by default)."""
+    """Replay `strategies` x `seeds` on the named tasks of the table file at `path` (all tasks by default), `jobs`
+    runs at a time in as many processes (1: in this one)."""
     check_strategies(strategies)
     if seeds < 1 or evals < 2:
         raise ValueError(f"seeds must be >= 1 and evals >= 2, got {seeds} and {evals}")
+    _check_jobs(jobs, live)
     tasks = load_bench_table(path)
     names = _check_tasks(tasks, task_names)
     started = time.perf_counter()
     per_task = {
-        n: bench_task(tasks, n, strategies, seeds, evals, budget_quantile, reference, options, live) for n in names
+        n: bench_task(tasks, n, strategies, seeds, evals, budget_quantile, reference, options, live, jobs)
+        for n in names
     }
     return {
         "format": RESULT_FORMAT,
@@ -145,6 +173,7 @@ def run_bench(
             "reference": reference,
             "options": dict(options or {}),
             "live": live is not None,
+            "jobs": jobs,
         },
         "tasks": per_task,
         "overall": overall(per_task, strategies),

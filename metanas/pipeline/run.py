@@ -88,7 +88,7 @@ def heldout_ranges(n_validation: int, n_fitness: int, n_report: int) -> tuple[ra
 def default_task_id(recipe: Recipe) -> str:
     """The task's name in the history: data source (and config) and objective."""
     d = recipe.data
-    name = shareable(d.source)  # a local file by its name: task ids end up in shared exports
+    name = "+".join(shareable(s) for s in d.sources)  # a local file by its name: task ids end up in shared exports
     source = name if d.hf_config is None else f"{name}:{d.hf_config}"
     label = f"[{d.label_column}]" if d.label_column else ""
     return f"{source}{label}/{recipe.objective.name}"

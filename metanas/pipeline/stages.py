@@ -42,6 +42,7 @@ from metanas.supernet.onnx_export import write_format
 from metanas.tracking import read_metrics
 from metanas.training import CHECKPOINT_FILE, SUPERNET_FILE, train_supernet
 from metanas.training.distill import distill, save_weights
+from metanas.training.teacher_cache import TeacherCache
 
 if TYPE_CHECKING:
     from metanas.pipeline.run import CompressRun
@@ -176,7 +177,12 @@ def search_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict
 
 
 def _export_one(
-    run: CompressRun, name: str, arch: ArchConfig, out: Path, teacher: PreTrainedModel | None
+    run: CompressRun,
+    name: str,
+    arch: ArchConfig,
+    out: Path,
+    teacher: PreTrainedModel | None,
+    cache: TeacherCache,
 ) -> dict[str, Any]:
     """Export `arch`, distil it when asked, and move it into `out` only when finished."""
     e = run.recipe.export
@@ -196,6 +202,7 @@ def _export_one(
                 bf16=e.distill_bf16,
                 seed=run.recipe.training.seed,
                 desc=f"distill {name}",
+                cache=cache,
             )
             save_weights(model, tmp)
             info = json.loads((tmp / ARCH_FILE).read_text())
@@ -218,12 +225,13 @@ def export_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict
         parts["layer_drop"] = (lambda: layer_drop_archs(run), run.run_dir / LAYER_DROP_DIR)
     done: dict[str, Any] = dict(log.stages["export"].get("parts", {}))
     teacher = load_teacher_model(run.teacher.path) if e.distill_steps else None
+    cache = TeacherCache(e.distill_cache_mb * 2**20)  # the same batches for every part: one teacher pass
     for i, (name, (candidates, out)) in enumerate(parts.items()):
         if name in done and out.is_dir():
             continue
         shutil.rmtree(out, ignore_errors=True)  # written by an attempt that did not record it
         arch, fraction, checks = verified(run, candidates())
-        record = _export_one(run, name, arch, out, teacher)
+        record = _export_one(run, name, arch, out, teacher, cache)
         record.update(fraction=fraction, latency_checks=checks)
         if record["distill"]:
             for step, h in enumerate(record["distill"].pop("history")):

@@ -105,6 +105,7 @@ class BayesOpt(Strategy):
         enc = self.encoding
         key = (int(enc["anchor_k"]), int(enc["anchor_seed"]), int(enc["seq_len"]), int(enc["max_layers"]))
         self.anchors = list(_anchors(self.space, *key))
+        self._evaluated_rows: dict[ArchConfig, np.ndarray] = {}  # features of evaluated archs, in this encoding
         self.message = choice.message
         if self.config.surrogate == "meta" and self.base is None:
             self.message = f"bo surrogate=target, since there is no meta-predictor ({choice.message})"
@@ -162,12 +163,18 @@ class BayesOpt(Strategy):
     def _features(self, archs: Sequence[ArchConfig]) -> np.ndarray:
         return arch_feature_matrix(self.space, archs, int(self.encoding["seq_len"]), int(self.encoding["max_layers"]))
 
+    def _evaluated_features(self, archs: Sequence[ArchConfig]) -> np.ndarray:
+        """`_features` of evaluated archs, each computed once: every round reads all of them twice."""
+        missing = [a for a in archs if a not in self._evaluated_rows]
+        self._evaluated_rows.update(zip(missing, self._features(missing)))
+        return np.stack([self._evaluated_rows[a] for a in archs]) if archs else self._features([])
+
     def _fit(self) -> Surrogate | None:
         """The surrogate on every finite evaluation so far: features -> (mean, std); None while the target-only model
         has too few distinct rows. A deterministic function of the evaluations and the round."""
         c = self.config
         rows = [e for e in self.evaluated.values() if math.isfinite(e.fitness)]
-        x = self._features([e.arch for e in rows])
+        x = self._evaluated_features([e.arch for e in rows])
         y = np.array([e.fitness for e in rows])
         seed = self.seed * 1000 + self.generation
         if self.base is not None:
@@ -206,7 +213,7 @@ class BayesOpt(Strategy):
         feats = self._features(candidates)
         mean, std = surrogate(feats)
         seen = [e.arch for e in self.evaluated.values() if math.isfinite(e.fitness)]
-        best = float(np.max(surrogate(self._features(seen))[0])) if seen else float(np.max(mean))
+        best = float(np.max(surrogate(self._evaluated_features(seen))[0])) if seen else float(np.max(mean))
         ei = expected_improvement(mean, std, best, self.config.xi)
         order = np.lexsort((-mean, -ei))  # by EI, then by mean where EI ties (e.g. at zero)
         if self.config.diversity > 0:

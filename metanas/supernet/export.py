@@ -168,6 +168,18 @@ def clean_tokenizer_config(target: Path) -> None:
         atomic_write_json(kept, path)
 
 
+def names_tokenizer_class(target: Path) -> bool:
+    """True when `target/tokenizer_config.json` says which tokenizer class to build (`tokenizer_class`).
+
+    Without it `AutoTokenizer` takes the class from the model's config.json, and a non-uniform
+    student's config names metanas' own model type, which maps to no tokenizer: transformers 5
+    then builds a generic tokenizer, or none at all from a bare vocab.txt, and transformers 4
+    reads that config (and asks whether to run its custom code) instead of loading the tokenizer.
+    """
+    path = target / "tokenizer_config.json"
+    return path.is_file() and bool(json.loads(path.read_text()).get("tokenizer_class"))
+
+
 def _save_tokenizer(sn: ElasticBert, tokenizer: Any, target: Path) -> None:
     if tokenizer is not None:
         tokenizer.save_pretrained(target)
@@ -180,6 +192,8 @@ def _save_tokenizer(sn: ElasticBert, tokenizer: Any, target: Path) -> None:
             raise FileNotFoundError(f"export: no tokenizer files in the teacher directory {source}")
         for f in copied:
             shutil.copy2(Path(source) / f, target / f)
+        if not names_tokenizer_class(target):  # an older teacher (bare vocab.txt): save it as transformers loads it
+            AutoTokenizer.from_pretrained(source, config=sn.config).save_pretrained(target)
     elif source:
         AutoTokenizer.from_pretrained(source).save_pretrained(target)
     else:

@@ -22,7 +22,8 @@ from transformers import PreTrainedModel
 
 from metanas._io import atomic_write_bytes
 from metanas.objectives.losses import masked_mse, mean_pool, relation_loss
-from metanas.training.schedule import lr_multiplier, param_groups
+from metanas.training.schedule import adamw, lr_multiplier, param_groups
+from metanas.training.teacher_cache import TeacherCache, TeacherOutput
 
 
 class _QKVCapture:
@@ -42,7 +43,7 @@ class _QKVCapture:
         return hook
 
     def triple(self) -> list[torch.Tensor]:
-        return [self.out[n].float() for n in ("query", "key", "value")]
+        return [self.out[n] for n in ("query", "key", "value")]
 
     def close(self) -> None:
         for h in self.handles:
@@ -88,11 +89,15 @@ def distill(
     bf16: bool = False,
     seed: int = 0,
     desc: str = "distill",
+    cache: TeacherCache | None = None,
 ) -> dict[str, Any]:
     """Distil a standalone `student` from `teacher` for `steps` AdamW steps on `rows` (tokenized examples).
 
     Batches are drawn by a seeded RNG, so the student and the baseline see the same
     data in the same order; linear warmup over 10% of the steps, then linear decay.
+    `cache` (shared by every model distilled from this teacher) keeps the teacher's
+    outputs per example, so the teacher runs once per example drawn, not once per
+    step and model.
     """
     if len(rows) < batch_size:
         raise ValueError(f"final distillation: {len(rows)} training examples, fewer than one batch of {batch_size}")
@@ -100,24 +105,31 @@ def distill(
     torch.manual_seed(seed)
     student.train()
     teacher.eval()
-    optimizer = torch.optim.AdamW(param_groups(student, 0.01), lr=lr)
+    optimizer = adamw(param_groups(student, 0.01), lr=lr)
     warmup = max(1, int(0.1 * steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_multiplier(s, warmup=warmup, total=steps, schedule="linear")
     )
     heads = teacher.config.num_attention_heads
     autocast = torch.autocast("cpu", torch.bfloat16, enabled=bf16)
+    cache = TeacherCache(0) if cache is None else cache
+    computed_before = cache.misses
     s_cap, t_cap = _QKVCapture(student), _QKVCapture(teacher)
+
+    def teacher_forward(inputs: dict[str, torch.Tensor]) -> TeacherOutput:
+        with torch.no_grad(), autocast:
+            hidden = teacher(**inputs).last_hidden_state
+        return hidden, t_cap.triple()
+
     history: list[dict[str, float]] = []
     try:
         for _ in tqdm(range(steps), desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0):
-            picked = rows[rng.sample(range(len(rows)), batch_size)]
+            indices = rng.sample(range(len(rows)), batch_size)
+            picked = rows[indices]
             batch = collate([{k: picked[k][i] for k in picked} for i in range(batch_size)])
             inputs = {k: v for k, v in batch.items() if k != "labels"}
             mask = batch["attention_mask"].bool()
-            with torch.no_grad(), autocast:
-                t_hidden = teacher(**inputs).last_hidden_state.float()
-            t_qkv = t_cap.triple()
+            t_hidden, t_qkv = cache.outputs(indices, inputs, teacher_forward)
             with autocast:
                 s_hidden = student(**inputs).last_hidden_state.float()
             loss, parts = distillation_loss(s_hidden, t_hidden, s_cap.triple(), t_qkv, mask, heads)
@@ -136,6 +148,8 @@ def distill(
         "steps": steps,
         "first_loss": history[0]["loss"] if history else None,
         "final_loss": sum(h["loss"] for h in window) / len(window) if window else None,
+        "teacher_examples_computed": cache.misses - computed_before,
+        "teacher_examples_cached": len(cache),
         "history": history,
     }
 

@@ -59,7 +59,7 @@ from metanas.training.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from metanas.training.schedule import EpochOrder, eval_archs, lr_multiplier, param_groups, step_archs
+from metanas.training.schedule import EpochOrder, adamw, eval_archs, lr_multiplier, param_groups, step_archs
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ class SupernetTrainer:
             raise ValueError(f"objective.options: {e}") from None
         self.sn, self.objective = sn, objective
         self.model = SupernetWithObjective(sn, objective).to(self.device)
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, t.weight_decay), lr=t.lr)
+        self.optimizer = adamw(param_groups(self.model, t.weight_decay), lr=t.lr)
         warmup = int(t.warmup_ratio * t.steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, functools.partial(lr_multiplier, warmup=warmup, total=t.steps, schedule=t.schedule)

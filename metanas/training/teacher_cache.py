@@ -1,0 +1,80 @@
+"""The frozen teacher's outputs per training example, computed once and shared by every distilled model.
+
+The final distillation trains the student and each baseline on the same seeded
+batches from the same frozen teacher, so the teacher's forward pass for an example
+is the same every time it is drawn. `TeacherCache` keeps each example's last hidden
+state and last-layer query/key/value (its real tokens only, in the dtype the teacher
+computed them) up to a memory limit, and runs the teacher only on the examples of a
+batch it has not seen. Past the limit it keeps computing, it stops storing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+# A teacher output: the last hidden state and the last layer's (query, key, value), each [B, S, width].
+TeacherOutput = tuple[torch.Tensor, list[torch.Tensor]]
+TeacherForward = Callable[[dict[str, torch.Tensor]], TeacherOutput]
+
+
+class TeacherCache:
+    """Teacher outputs keyed by training-example index, bounded by `max_bytes`."""
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"teacher cache size must be >= 0 bytes, got {max_bytes}")
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._rows: dict[int, list[torch.Tensor]] = {}  # index -> [hidden, q, k, v], each [length, width]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "examples": len(self),
+            "megabytes": round(self.bytes / 2**20, 1),
+            "hits": self.hits,
+            "misses": self.misses,
+        }
+
+    def outputs(self, indices: list[int], inputs: dict[str, torch.Tensor], forward: TeacherForward) -> TeacherOutput:
+        """The teacher's outputs for the batch `inputs` of examples `indices` (right-padded, [B, S]).
+
+        Runs `forward` on the uncached rows only, stores them while under the limit,
+        and returns float32 tensors shaped as if the teacher had run on the whole batch
+        (padded positions are zeros: every distillation loss masks them).
+        """
+        lengths = inputs["attention_mask"].sum(1).tolist()
+        missing = [row for row, i in enumerate(indices) if i not in self._rows]
+        self.hits += len(indices) - len(missing)
+        self.misses += len(missing)
+        fresh: dict[int, list[torch.Tensor]] = {}
+        if missing:
+            sub = {k: v[missing] for k, v in inputs.items()}
+            hidden, qkv = forward(sub)
+            for j, row in enumerate(missing):
+                n = int(lengths[row])
+                parts = [t[j, :n].detach().clone() for t in (hidden, *qkv)]
+                fresh[row] = parts
+                size = sum(p.numel() * p.element_size() for p in parts)
+                if self.bytes + size <= self.max_bytes:
+                    self._rows[indices[row]] = parts
+                    self.bytes += size
+        per_row = [fresh[row] if row in fresh else self._rows[i] for row, i in enumerate(indices)]
+        seq = inputs["attention_mask"].shape[1]
+        stacked = [_pad_stack([parts[p] for parts in per_row], seq) for p in range(4)]
+        return stacked[0], stacked[1:]
+
+
+def _pad_stack(rows: list[torch.Tensor], seq: int) -> torch.Tensor:
+    """[length_i, width] rows -> one float32 [B, seq, width] tensor, zeros after each row's length."""
+    out = torch.zeros(len(rows), seq, rows[0].shape[-1], dtype=torch.float32)
+    for b, r in enumerate(rows):
+        out[b, : r.shape[0]] = r.float()
+    return out

@@ -1,0 +1,99 @@
+"""The final distillation's teacher cache: the same training, the teacher run once per example."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from metanas.training.distill import distill
+from metanas.training.teacher_cache import TeacherCache
+
+
+class Rows:
+    """A column-indexed stand-in for a tokenized dataset (`rows[indices]` -> {column: [values]})."""
+
+    def __init__(self, examples: list[dict[str, list[int]]]) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, indices: list[int]) -> dict[str, list[list[int]]]:
+        picked = [self.examples[i] for i in indices]
+        return {k: [ex[k] for ex in picked] for k in picked[0]}
+
+
+def collate(examples: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+    seq = max(len(ex["input_ids"]) for ex in examples)
+    ids = torch.zeros(len(examples), seq, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, ex in enumerate(examples):
+        ids[row, : len(ex["input_ids"])] = torch.tensor(ex["input_ids"])
+        mask[row, : len(ex["input_ids"])] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+
+
+def tiny_bert(seed: int, layers: int = 2) -> BertModel:
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=32
+    )
+    return BertModel(config).eval()
+
+
+@pytest.fixture()
+def rows() -> Rows:
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, 12, (24,), generator=g).tolist()
+    return Rows([{"input_ids": torch.randint(1, 50, (n,), generator=g).tolist()} for n in lengths])
+
+
+def run(student: BertModel, teacher: BertModel, rows: Rows, cache: TeacherCache | None) -> dict:
+    return distill(student, teacher, rows, collate, steps=6, lr=1e-3, batch_size=4, cache=cache)
+
+
+def test_a_cached_teacher_trains_the_student_exactly_as_recomputing_it(rows: Rows) -> None:
+    teacher, student = tiny_bert(0), tiny_bert(1, layers=1)
+    plain = run(copy.deepcopy(student), teacher, rows, cache=None)
+    cache = TeacherCache(2**30)
+    first = run(copy.deepcopy(student), teacher, rows, cache)
+    again = run(copy.deepcopy(student), teacher, rows, cache)  # a second model, the same seeded batches
+    for other in (first, again):
+        assert [h["loss"] for h in other["history"]] == pytest.approx([h["loss"] for h in plain["history"]], abs=1e-5)
+    assert plain["teacher_examples_computed"] == 24  # 6 steps x 4, nothing kept
+    drawn = len(cache)
+    assert first["teacher_examples_computed"] == drawn < 24  # repeats within a run come from the cache
+    assert again["teacher_examples_computed"] == 0
+    assert cache.hits == 48 - drawn and cache.misses == drawn
+
+
+def test_the_cache_stops_storing_at_its_limit_and_stays_correct(rows: Rows) -> None:
+    teacher = tiny_bert(0)
+    inputs = collate(rows.examples[:4])
+    with torch.no_grad():
+        full = teacher(**inputs).last_hidden_state
+    per_example = 16 * 4 * 4  # hidden + q, k, v of width 16, float32, per token
+
+    def forward(sub: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        with torch.no_grad():
+            hidden = teacher(**sub).last_hidden_state
+        return hidden, [hidden, hidden, hidden]
+
+    first_len = int(inputs["attention_mask"][0].sum())
+    cache = TeacherCache(first_len * per_example)  # room for the first example only
+    hidden, qkv = cache.outputs([0, 1, 2, 3], inputs, forward)
+    assert len(cache) == 1 and cache.bytes == first_len * per_example
+    mask = inputs["attention_mask"].bool()
+    assert torch.allclose(hidden[mask], full[mask], atol=1e-6)
+    assert torch.all(hidden[~mask] == 0)  # padding is zeros: every loss masks it
+    hidden, _ = cache.outputs([3, 0, 1, 2], {k: v[[3, 0, 1, 2]] for k, v in inputs.items()}, forward)
+    assert torch.allclose(hidden[mask[[3, 0, 1, 2]]], full[[3, 0, 1, 2]][mask[[3, 0, 1, 2]]], atol=1e-6)
+    assert cache.hits == 1 and cache.misses == 7
+
+
+def test_a_negative_limit_is_refused() -> None:
+    with pytest.raises(ValueError, match="teacher cache size"):
+        TeacherCache(-1)
