@@ -45,6 +45,8 @@ def shareable(source: str | os.PathLike | None, run_dir: str | os.PathLike | Non
     """
     if source is None:
         return None
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"shareable: expected a path or a name, got {type(source).__name__} {source!r}")
     text = str(source)
     if is_hub_id(text) and not Path(text).expanduser().exists():
         return text

@@ -206,6 +206,19 @@ def test_a_list_of_sources_concatenates_them_in_order(fixture_files, tmp_path):
     assert not packaged.is_heldout(["packaged:lee-background", "builtin"])
 
 
+def test_sources_with_the_same_label_type_keep_it_and_mixed_types_join_as_strings(tmp_path):
+    a = _write(tmp_path / "a.jsonl", '{"text": "first", "label": 10}\n')
+    b = _write(tmp_path / "b.jsonl", '{"text": "second", "label": 2}\n')
+    ds = load_texts(DataConfig(source=[str(a), str(b)], label_column="label"))
+    assert ds.features["label"].names == ["2", "10"]  # integers, sorted as numbers
+    c = _write(tmp_path / "c.jsonl", '{"text": "third", "label": "x"}\n')
+    ds = load_texts(DataConfig(source=[str(a), str(c)], label_column="label"))
+    assert ds.features["label"].names == ["10", "x"]
+    n = _write(tmp_path / "n.jsonl", '{"text": 5}\n')
+    with pytest.raises(ValueError, match="text column 'text' of data.source .*n.jsonl' must hold strings"):
+        load_texts(DataConfig(source=[str(a), str(n)]))
+
+
 def test_passages_are_whole_sentences_of_about_the_asked_length():
     text = "One two three. Four five six! Seven eight? Nine ten eleven twelve. End."
     assert packaged.passages(text, 20) == [

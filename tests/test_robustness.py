@@ -428,3 +428,17 @@ def test_a_local_data_file_is_named_by_its_name_in_the_task_id(tmp_path):
     data = tmp_path / "corpus" / "reviews.txt"
     recipe = load_recipe(TINY, [f"data.source={data}"])
     assert default_task_id(recipe) == "reviews.txt/kd"
+
+
+def test_a_list_of_sources_names_each_and_a_long_list_stays_within_the_task_id_column(tmp_path):
+    from metanas.pipeline.reporting import shareable_recipe
+    from metanas.pipeline.run import MAX_SOURCE_NAME, default_task_id
+
+    data = tmp_path / "corpus" / "reviews.txt"
+    recipe = load_recipe(TINY, [f"data.source=[builtin, {data}]"])
+    assert default_task_id(recipe) == "builtin+reviews.txt/kd"
+    shared = shareable_recipe(recipe, tmp_path / "run")
+    assert shared["data"]["source"] == ["builtin", "reviews.txt"]  # a list, no absolute path
+    many = [str(tmp_path / f"part-{i:03d}-of-a-large-corpus.txt") for i in range(20)]
+    long = default_task_id(load_recipe(TINY, [f"data.source=[{', '.join(many)}]"]))
+    assert long.startswith("part-000-of-a-large-corpus.txt+19 more:") and len(long) <= MAX_SOURCE_NAME + 40

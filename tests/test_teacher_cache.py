@@ -94,6 +94,16 @@ def test_the_cache_stops_storing_at_its_limit_and_stays_correct(rows: Rows) -> N
     assert cache.hits == 1 and cache.misses == 7
 
 
+def test_a_cache_that_stops_storing_still_serves_what_it_holds(rows: Rows) -> None:
+    teacher, student = tiny_bert(0), tiny_bert(1, layers=1)
+    cache = TeacherCache(2**30)
+    run(copy.deepcopy(student), teacher, rows, cache)
+    held = len(cache)
+    cache.store = False  # the last model distilled: nothing it adds would be read
+    again = run(copy.deepcopy(student), teacher, rows, cache)
+    assert len(cache) == held and again["teacher_examples_computed"] == 0
+
+
 def test_a_negative_limit_is_refused() -> None:
     with pytest.raises(ValueError, match="teacher cache size"):
         TeacherCache(-1)

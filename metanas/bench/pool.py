@@ -11,6 +11,7 @@ are spawned, not forked: the parent has imported torch, whose thread pools do no
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import Any
@@ -26,6 +27,7 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(task: BenchTask, target: BenchTarget, sources: Sequence[Any]) -> None:
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
     torch.set_num_threads(1)  # one process per core; the strategies' own torch work is pinned to 1 thread anyway
     _WORKER.update(task=task, target=target, sources=list(sources))
 
@@ -55,19 +57,21 @@ def replay_parallel(
     meta = task.info["task_meta"]
     context = multiprocessing.get_context("spawn")
     results: dict[Job, dict[str, Any]] = {}
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         min(processes, len(jobs)) or 1, mp_context=context, initializer=_init_worker, initargs=(task, target, sources)
-    ) as pool:
+    )
+    try:
         futures: dict[Future, Job] = {
             pool.submit(_replay, name, seed, evals, options.get(name), meta): (name, seed) for name, seed in jobs
         }
-        try:
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                if progress is not None:
-                    progress(futures[future])
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            if progress is not None:
+                progress(futures[future])
+    except BaseException:  # a failing run or Ctrl-C: stop the runs in progress too, not only the queued ones
+        for worker in list(getattr(pool, "_processes", {}).values()):
+            worker.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return [results[job] for job in jobs]

@@ -153,6 +153,7 @@ def run_bench(
     """Replay `strategies` x `seeds` on the named tasks of the table file at `path` (all tasks by default), `jobs`
     runs at a time in as many processes (1: in this one)."""
     check_strategies(strategies)
+    strategies = list(dict.fromkeys(strategies))  # a name given twice is one strategy
     if seeds < 1 or evals < 2:
         raise ValueError(f"seeds must be >= 1 and evals >= 2, got {seeds} and {evals}")
     _check_jobs(jobs, live)

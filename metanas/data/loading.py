@@ -114,8 +114,28 @@ def _data_files(path: Path) -> list[Path]:
     return [path]
 
 
+def _label_names(ds: Dataset, column: str) -> Dataset:
+    """A ClassLabel column as its names (strings), so sources with different label encodings can be joined."""
+    feature = ds.features[column]
+    if not isinstance(feature, ClassLabel):
+        return ds
+    features = ds.features.copy()
+    features[column] = Value("string")
+    return ds.map(
+        lambda batch: {column: [feature.int2str(v) for v in batch[column]]},
+        batched=True,
+        features=features,
+        new_fingerprint=content_digest(ds._fingerprint, "label-names", column),
+    )
+
+
 def _load_mixture(cfg: DataConfig) -> Dataset:
-    """Several sources, their documents concatenated in order, keeping the text (and label) column."""
+    """Several sources, their documents concatenated in order, keeping the text (and label) column.
+
+    Each source's text column must hold strings. Labels join as they are when every source
+    has the same label type; otherwise they are joined as strings (class names for a
+    ClassLabel), then encoded as one set of classes like any string labels.
+    """
     columns = [c for c in (cfg.text_column, cfg.label_column) if c is not None]
     parts = []
     for source in cfg.sources:
@@ -126,9 +146,21 @@ def _load_mixture(cfg: DataConfig) -> Dataset:
                 f"data.source {source!r} (one of {cfg.source_label}) has no column {missing[0]!r}; "
                 f"available columns: {', '.join(raw.column_names)}"
             )
-        raw = raw.select_columns(columns)
+        text = raw.features[cfg.text_column]
+        if not (isinstance(text, Value) and text.dtype in ("string", "large_string")):
+            raise ValueError(
+                f"text column {cfg.text_column!r} of data.source {source!r} must hold strings, found {text}"
+            )
+        parts.append(raw.select_columns(columns))
+    if cfg.label_column is not None and len({repr(p.features[cfg.label_column]) for p in parts}) > 1:
+        parts = [_label_names(p, cfg.label_column) for p in parts]
         strings = Features({c: Value("string") for c in columns})
-        parts.append(raw if raw.features == strings else raw.cast(strings))
+        parts = [p if p.features == strings else p.cast(strings) for p in parts]
+    strings_text = Value("string")
+    parts = [
+        p if p.features[cfg.text_column] == strings_text else p.cast_column(cfg.text_column, strings_text)
+        for p in parts
+    ]
     return datasets.concatenate_datasets(parts)
 
 

@@ -60,8 +60,11 @@ def shareable_recipe(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
     """The recipe as the report shows it: paths named without the machine's absolute paths (`shareable`)."""
     data = recipe.to_dict()
     for section, key in SHARED_PATH_KEYS:
-        if data[section][key] not in (None, "auto", "off"):
-            data[section][key] = shareable(data[section][key], run_dir)
+        value = data[section][key]
+        if isinstance(value, list):  # a list of data sources
+            data[section][key] = [shareable(v, run_dir) for v in value]
+        elif value not in (None, "auto", "off"):
+            data[section][key] = shareable(value, run_dir)
     data["run_dir"] = shareable(data["run_dir"], run_dir) if data["run_dir"] else None
     for entry in data["report"]["eval"]:
         entry["source"] = shareable(entry["source"], run_dir)

@@ -10,6 +10,7 @@ match, and refuses (or, where allowed, redoes) stages made with another recipe.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -85,10 +86,17 @@ def heldout_ranges(n_validation: int, n_fitness: int, n_report: int) -> tuple[ra
     return fit, range(0, min(n_validation, n_report)), True
 
 
+MAX_SOURCE_NAME = 160
+
+
 def default_task_id(recipe: Recipe) -> str:
     """The task's name in the history: data source (and config) and objective."""
     d = recipe.data
-    name = "+".join(shareable(s) for s in d.sources)  # a local file by its name: task ids end up in shared exports
+    names = [shareable(s) for s in d.sources]  # a local file by its name: task ids end up in shared exports
+    name = "+".join(names)
+    if len(name) > MAX_SOURCE_NAME:  # the history's task_id column holds 255 characters
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        name = f"{names[0]}+{len(names) - 1} more:{digest}"
     source = name if d.hf_config is None else f"{name}:{d.hf_config}"
     label = f"[{d.label_column}]" if d.label_column else ""
     return f"{source}{label}/{recipe.objective.name}"

@@ -34,6 +34,7 @@ UNFINGERPRINTED = (
     "search.heartbeat_seconds",
     "search.stale_seconds",
     "export.overwrite",
+    "export.distill_cache_mb",  # speed only: a resume with a smaller cache keeps the finished parts
 )
 
 

@@ -230,6 +230,7 @@ def export_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict
         if name in done and out.is_dir():
             continue
         shutil.rmtree(out, ignore_errors=True)  # written by an attempt that did not record it
+        cache.store = i < len(parts) - 1  # no later model reads what the last one would add
         arch, fraction, checks = verified(run, candidates())
         record = _export_one(run, name, arch, out, teacher, cache)
         record.update(fraction=fraction, latency_checks=checks)

@@ -9,6 +9,7 @@ embeddings). The uniform-shrink baseline gets the same steps on the same batches
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,7 @@ def distill(
     autocast = torch.autocast("cpu", torch.bfloat16, enabled=bf16)
     cache = TeacherCache(0) if cache is None else cache
     computed_before = cache.misses
+    started = time.perf_counter()
     s_cap, t_cap = _QKVCapture(student), _QKVCapture(teacher)
 
     def teacher_forward(inputs: dict[str, torch.Tensor]) -> TeacherOutput:
@@ -148,6 +150,7 @@ def distill(
         "steps": steps,
         "first_loss": history[0]["loss"] if history else None,
         "final_loss": sum(h["loss"] for h in window) / len(window) if window else None,
+        "seconds": round(time.perf_counter() - started, 1),
         "teacher_examples_computed": cache.misses - computed_before,
         "teacher_examples_cached": len(cache),
         "history": history,

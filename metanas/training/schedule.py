@@ -63,7 +63,17 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-FUSED_DEVICES = ("cpu", "cuda")
+def _fused_devices() -> tuple[str, ...]:
+    """The devices whose AdamW has a fused kernel in this torch (CPU only from torch 2.4 on)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        return tuple(_get_fused_kernels_supported_devices())
+    except (ImportError, AttributeError):
+        return ()
+
+
+FUSED_DEVICES = _fused_devices()
 
 
 def adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.AdamW:

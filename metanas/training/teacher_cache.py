@@ -30,6 +30,7 @@ class TeacherCache:
         self.bytes = 0
         self.hits = 0
         self.misses = 0
+        self.store = True  # False: serve what is cached, keep nothing new (the last model distilled)
         self._rows: dict[int, list[torch.Tensor]] = {}  # index -> [hidden, q, k, v], each [length, width]
 
     def __len__(self) -> int:
@@ -63,7 +64,7 @@ class TeacherCache:
                 parts = [t[j, :n].detach().clone() for t in (hidden, *qkv)]
                 fresh[row] = parts
                 size = sum(p.numel() * p.element_size() for p in parts)
-                if self.bytes + size <= self.max_bytes:
+                if self.store and self.bytes + size <= self.max_bytes:
                     self._rows[indices[row]] = parts
                     self.bytes += size
         per_row = [fresh[row] if row in fresh else self._rows[i] for row, i in enumerate(indices)]

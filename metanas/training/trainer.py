@@ -292,8 +292,11 @@ class SupernetTrainer:
                 f"the checkpoint was written by {ckpt.world_size} processes; resume with the same number "
                 f"(got {self.world})"
             )
+        fused = [group.get("fused") for group in self.optimizer.param_groups]
         for name, module in self._modules().items():
             module.load_state_dict(ckpt.modules[name])
+        for group, flag in zip(self.optimizer.param_groups, fused):  # an older checkpoint's groups say unfused
+            group["fused"] = flag
         self.state = ckpt.state
         set_rng_state(ckpt.rng[self.rank], self.objective)
         changed = recipe_changes(ckpt.recipe, self.recipe.to_dict())

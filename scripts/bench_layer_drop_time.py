@@ -1,0 +1,96 @@
+"""The practitioner's layer drop given the whole wall time of a compress run.
+
+    .venv/bin/python scripts/bench_layer_drop_time.py RUN_DIR --out DIR [--seconds S | --steps N]
+
+DistilBERT-style: keep spread teacher layers at full width (the layer-drop arch that
+RUN_DIR's report used, taken from the original teacher's weights, no supernet), then
+distil it with the quickstart's final distillation (`metanas.training.distill`, the same
+data, learning rate, batch and bf16) for as long as RUN_DIR's latency, train and search
+stages plus its student's distillation took together (`--seconds`, default read from
+RUN_DIR), or for `--steps`. The model is saved to `--out` for `scripts/bench_agreement.py`.
+The step count for a time is measured, not assumed: the first 20 steps are timed and the
+rest scheduled from their pace (the LR schedule needs the total up front).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from metanas.config import load_recipe
+from metanas.data.tokens import Collator, build_datasets
+from metanas.space import layer_indices
+from metanas.supernet.convert import load_teacher_model
+from metanas.teachers import default_teacher_path
+from metanas.training.distill import distill
+from metanas.training.teacher_cache import TeacherCache
+
+PROBE_STEPS = 20
+
+
+def run_seconds(run_dir: Path) -> float:
+    """Latency + train + search stages and the student's final distillation of a finished compress run."""
+    stages = json.loads((run_dir / "stages.json").read_text())["stages"]
+    before_export = sum(stages[s]["seconds"] for s in ("latency", "train", "search"))
+    student = stages["export"]["parts"]["student"]["distill"]
+    if "seconds" not in student:
+        raise SystemExit(f"{run_dir}: its final distillation has no recorded seconds (an older run); pass --seconds")
+    return before_export + student["seconds"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    recipe = load_recipe(args.run_dir / "compress.yaml")
+    e = recipe.export
+    layer_drop = json.loads((args.run_dir / "layer_drop" / "metanas_arch.json").read_text())["arch"]
+    path = default_teacher_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    teacher = load_teacher_model(path).eval()
+    keep = layer_indices(layer_drop.get("layer_selection", "first"), layer_drop["depth"], len(teacher.encoder.layer))
+    student = copy.deepcopy(teacher)
+    student.encoder.layer = torch.nn.ModuleList([student.encoder.layer[i] for i in keep])
+    student.config.num_hidden_layers = len(keep)
+    bundle = build_datasets(recipe.data, tokenizer, teacher_config=teacher.config)
+    collate = Collator(tokenizer)
+    cache = TeacherCache(e.distill_cache_mb * 2**20)
+
+    def run(model: torch.nn.Module, steps: int) -> dict:
+        return distill(
+            model, teacher, bundle.train, collate, steps, e.distill_lr, e.distill_batch_size, e.distill_bf16,
+            seed=recipe.training.seed, cache=cache,
+        )  # fmt: skip
+
+    steps, seconds = args.steps, args.seconds
+    if steps is None:
+        seconds = seconds if seconds is not None else run_seconds(args.run_dir)
+        start = time.perf_counter()
+        run(copy.deepcopy(student), PROBE_STEPS)
+        pace = (time.perf_counter() - start) / PROBE_STEPS
+        steps = max(1, int(seconds / pace))
+        print(f"budget {seconds:.0f} s at {pace:.3f} s/step: {steps} steps", flush=True)
+    start = time.perf_counter()
+    info = run(student, steps)
+    took = time.perf_counter() - start
+    args.out.mkdir(parents=True, exist_ok=True)
+    student.save_pretrained(args.out)
+    tokenizer.save_pretrained(args.out)
+    summary = {"layers": list(keep), "steps": steps, "seconds": round(took, 1), "budget_seconds": seconds}
+    summary["final_loss"] = info["final_loss"]
+    (args.out / "layer_drop_time.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()
