@@ -36,6 +36,9 @@ def _as_rng(rng: RngLike) -> random.Random:
 
 
 def _ints(name: str, values: Iterable[Any]) -> tuple[int, ...]:
+    values = tuple(values)
+    if all(type(v) is int and v >= 1 for v in values):  # the common case, checked without a loop body
+        return values
     out = []
     for v in values:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -383,15 +386,12 @@ class SearchSpace:
         """Uniform over depth, hidden and each layer's heads/FFN (AutoFormer-style)."""
         r = _as_rng(rng)
         d = r.choice(self.depth_choices)
-        arch = ArchConfig(
-            d,
-            r.choice(self.hidden_choices),
-            tuple(r.choice(self.head_choices) for _ in range(d)),
-            tuple(r.choice(self.ffn_choices) for _ in range(d)),
-        )
-        if len(self.layer_selection_choices) == 1:
-            return self._with_selection(arch, self.layer_selection_choices[0])
-        return self._with_selection(arch, r.choice(self.layer_selection_choices))
+        hidden = r.choice(self.hidden_choices)
+        heads = tuple(r.choice(self.head_choices) for _ in range(d))
+        ffn = tuple(r.choice(self.ffn_choices) for _ in range(d))
+        selections = self.layer_selection_choices
+        selection = selections[0] if len(selections) == 1 else r.choice(selections)
+        return self.canonical(ArchConfig(d, hidden, heads, ffn, selection))
 
     def _with_selection(self, arch: ArchConfig, selection: str) -> ArchConfig:
         """`arch` keeping the layers `selection` names, canonical. A space with one selection draws

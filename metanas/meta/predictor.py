@@ -179,20 +179,23 @@ class MetaPredictor:
         w = torch.from_numpy(weight).float()
         yt = torch.from_numpy(np.asarray(y, dtype=np.float32))
         left = np.tile(np.arange(n), self.pairs_per_row)
+        # Everything about the left rows is fixed for the whole run: only the partners are redrawn.
+        left_start, left_count = starts[g[left]], counts[g[left]]
         left_t = torch.from_numpy(left)
+        left_members = left_t.expand(e, -1)
+        y_left, w_left, w_rows = yt[left_t], w[:, left_t], w.sum(1)
         opt = torch.optim.Adam(self._net.parameters(), lr=lr, weight_decay=self.weight_decay)
         for step in range(1, steps + 1):
             # Partner of each left row: a random row of the same task, drawn per member.
             u = rng.random((e, left.size))
-            right = order[starts[g[left]] + np.floor(u * counts[g[left]]).astype(np.int64)]
-            right_t = torch.from_numpy(right)
+            right_t = torch.from_numpy(order[left_start + np.floor(u * left_count).astype(np.int64)])
             s = self._net(x)
-            s_left = s.gather(1, left_t.expand(e, -1))
+            s_left = s.gather(1, left_members)
             s_right = s.gather(1, right_t)
-            sign = torch.sign(yt[left_t] - yt[right_t])
-            pw = w[:, left_t] * w.gather(1, right_t) * (sign != 0)
+            sign = torch.sign(y_left - yt[right_t])
+            pw = w_left * w.gather(1, right_t) * (sign != 0)
             pair = (pw * nn.functional.softplus(-sign * (s_left - s_right))).sum(1) / pw.sum(1).clamp_min(1.0)
-            mse = (w * (s - yt) ** 2).sum(1) / w.sum(1)
+            mse = (w * (s - yt) ** 2).sum(1) / w_rows
             loss = (pair + self.mse_weight * mse).sum()
             opt.zero_grad()
             loss.backward()
