@@ -14,8 +14,8 @@ model selection on a seeded quarter of those sources: nested, never on the targe
   sources every --source-teacher task (another space: no incumbent can be copied).
 
 Methods at equal evaluation counts (anchors count): random, evolution (tuned on the
-sources: aging or AutoFormer evolution), tpe, proxy, target, incumbents, warm, and the
-warm-shuffled stress test (see transfer_methods.py). The warm-start settings are the
+sources: aging or AutoFormer evolution), tpe, proxy, target, incumbents, warm, warm-tpe,
+bo, and the warm-shuffled stress test (see transfer_methods.py). The warm-start settings are the
 library defaults, fixed before any fold ran. Targets are fixed in advance per task
 from a reference sample of uniformly random feasible archs (transfer_stats.py), and
 the statistics take the task as the unit.
@@ -337,11 +337,11 @@ def summarize(args: argparse.Namespace, groups: list[dict], results: list[dict],
         by_task = {r["task"]: r["runs"] for r in mine}
         refs = {r["task"]: r["reference"] for r in mine}
         entry = ts.summarize_fold(by_task, refs, args.evals, args.fractions, "warm", tm.BASELINES)
-        if "warm-tpe" in args.methods:  # the same comparisons for the TPE-based transfer method
-            other = ts.summarize_fold(by_task, refs, args.evals, args.fractions, "warm-tpe", tm.BASELINES)
+        for method in [m for m in ("warm-tpe", "bo") if m in args.methods]:  # the same comparisons for the others
+            other = ts.summarize_fold(by_task, refs, args.evals, args.fractions, method, tm.BASELINES)
             for fraction, target in entry["targets"].items():
                 theirs = other["targets"][fraction]
-                target["other_transfer"] = {"warm-tpe": {k: theirs[k] for k in ("speedup_vs", "p_task_level")}}
+                target.setdefault("other_transfer", {})[method] = {k: theirs[k] for k in ("speedup_vs", "p_task_level")}
         entry["groups"] = [
             {k: g[k] for k in ("group", "targets", "sources", "tuning", "predictor_card")}
             for g in groups
@@ -440,7 +440,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1, help="parallel processes")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--quick", action="store_true", help="a smoke run: few evaluations, seeds and archs")
-    p.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    p.add_argument(
+        "--json", type=Path, default=DEFAULT_JSON, help="the summary; this run's folds replace the same folds in it"
+    )
     p.add_argument("--png", type=Path, default=DEFAULT_PNG)
     args = p.parse_args(argv)
     args.cold_grid = COLD_GRID
@@ -484,10 +486,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = parallel(args, bench_target, [(g, t) for g in groups for t in g["targets"]])
     summary = summarize(args, groups, results, suite_tables(suite, args.cache, args.tasks))
     summary["wall_minutes"] = round((time.perf_counter() - started) / 60, 1)
+    import transfer_report
+
     from metanas._io import atomic_write_json
 
-    atomic_write_json(summary, args.json, indent=1)
-    import transfer_report
+    previous = json.loads(args.json.read_text(encoding="utf-8")) if args.json.is_file() else None
+    atomic_write_json(transfer_report.merge(previous, summary), args.json, indent=1)  # other folds' results kept
 
     transfer_report.plot(summary, args.png)
     print(transfer_report.markdown(summary))

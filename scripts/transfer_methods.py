@@ -16,7 +16,11 @@ evaluation it spends (a warm start's anchors included), and is driven through th
 - warm-tpe: the product's `tpe` strategy with `warm_start` set to the fold's predictor: the
   feasible anchors, then the predictor's picks among random feasible archs and the most
   similar sources' incumbents, then TPE from those completed trials;
-- warm-shuffled: the same, predictor and seeds from sources whose fitness was shuffled
+- tpe-off, bo-target: the product's `tpe` and `bo` with nothing transferred (`warm_start: off`,
+  `surrogate: target`): what warm-tpe and bo would be without the source tasks;
+- bo: the product's `bo` strategy (expected improvement) with the fold's meta-predictor as
+  its surrogate, adapted on the target's evaluations: the predictor-only counterpart of warm;
+- warm-shuffled: the warm start, predictor and seeds from sources whose fitness was shuffled
   within each task (the stress test: the guard must keep it near cold).
 """
 
@@ -33,10 +37,11 @@ from metanas.bench.protocol import BenchTarget
 from metanas.search.tpe import tpe_distributions, tpe_params
 from metanas.space import ArchConfig
 
-COLD = ("random", "evolution", "tpe", "proxy", "target")
-TRANSFER = ("incumbents", "warm", "warm-tpe")
+COLD = ("random", "evolution", "tpe", "proxy", "target", "tpe-off", "bo-target")
+TRANSFER = ("incumbents", "warm", "warm-tpe", "bo")
 STRESS = "warm-shuffled"
-BASELINES = ("evolution", "tpe", "proxy", "target")  # the non-transfer baselines warm start must beat
+BASELINES = ("evolution", "tpe", "proxy", "target", "tpe-off", "bo-target")  # what warm start must beat
+PRODUCT = {"warm-tpe": "tpe", "tpe-off": "tpe", "bo": "bo", "bo-target": "bo"}  # method -> product strategy
 
 
 class Target(BenchTarget):
@@ -195,21 +200,28 @@ def source_incumbents(t: Target, sources: Sources) -> list[ArchConfig]:
     return incumbents
 
 
-def run_warm_tpe(t: Target, seed: int, evals: int, sources: Sources) -> dict[str, Any]:
-    """The product's warm-started TPE (`tpe` with `warm_start`): the feasible anchors, the fold predictor's
-    picks among random feasible archs and the most similar sources' incumbents, then TPE."""
+def run_product(strategy_name: str, t: Target, seed: int, evals: int, sources: Sources | None) -> dict[str, Any]:
+    """A product strategy (`tpe` or `bo`), with `warm_start` the fold's predictor, or with no source task.
+
+    With `sources`: `tpe` is the warm-started TPE (the feasible anchors, the predictor's picks
+    among random feasible archs and the most similar sources' incumbents, then TPE) and `bo`
+    scores its candidates with the predictor (`surrogate: meta`) adapted on the target's
+    evaluations. Without: `tpe` with `warm_start: off` and `bo` with `surrogate: target`,
+    the same machinery with nothing transferred.
+    """
+    from metanas.search.bo import BayesOpt
     from metanas.search.tpe import OptunaSearch
 
-    strategy = OptunaSearch(
-        t.space,
-        t.feasible,
-        seed,
-        sampler=t.sampler,
-        num_samples=evals,
-        warm_start=sources.predictors["loo"],
-        task_meta=t.table.task_meta,
+    if strategy_name == "bo":
+        cls, options = BayesOpt, {"surrogate": "meta" if sources is not None else "target"}
+    else:
+        cls, options = OptunaSearch, {}
+    if sources is not None:
+        options["warm_start"] = sources.predictors["loo"]
+    strategy = cls(
+        t.space, t.feasible, seed, sampler=t.sampler, num_samples=evals, task_meta=t.table.task_meta, **options
     )
-    strategy.attach(t.table.task_meta, sources.flat())
+    strategy.attach(t.table.task_meta, sources.flat() if sources is not None else [])
     return drive(strategy, t.table.fitness, evals)
 
 
@@ -275,13 +287,13 @@ def run_method(method: str, t: Target, seed: int, evals: int, sources: Sources |
         return run_tpe(t, seed, evals)
     if method in ("proxy", "target"):
         return run_warm(t, seed, evals, method)
+    if method in PRODUCT:
+        return run_product(PRODUCT[method], t, seed, evals, sources if method in TRANSFER else None)
     assert sources is not None
     if method == "incumbents":
         return run_incumbents(t, seed, evals, sources)
     if method == "warm":
         return run_warm(t, seed, evals, "meta", sources)
-    if method == "warm-tpe":
-        return run_warm_tpe(t, seed, evals, sources)
     if method == STRESS:
         return run_warm(t, seed, evals, "meta", sources, shuffled=True)
     raise ValueError(f"unknown method {method!r}; methods: {', '.join((*COLD, *TRANSFER, STRESS))}")

@@ -1,4 +1,7 @@
-"""The transfer benchmark's curves (PNG) and tables (Markdown), from its summary JSON."""
+"""The transfer benchmark's curves (PNG) and tables (Markdown), from its summary JSON; merging runs by fold.
+
+.venv/bin/python scripts/transfer_report.py OUT.json RUN.json [RUN.json ...]   # later runs' folds win
+"""
 
 from __future__ import annotations
 
@@ -19,10 +22,12 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
     folds = summary["folds"]
     fig, axes = plt.subplots(1, len(folds), figsize=(6 * len(folds), 4.6), squeeze=False)
+    colors = plt.get_cmap("tab20").colors  # a colour per method: the default cycle repeats after ten
     for ax, (fold, entry) in zip(axes[0], folds.items()):
-        for method, curve in entry["curves"].items():
+        for i, (method, curve) in enumerate(entry["curves"].items()):
             style = "--" if method.endswith("shuffled") else "-"
-            ax.plot(np.arange(1, len(curve) + 1), curve, style, lw=2.4 if method == "warm" else 1.3, label=method)
+            width = 2.4 if method == "warm" else 1.3
+            ax.plot(np.arange(1, len(curve) + 1), curve, style, color=colors[i % 20], lw=width, label=method)
         ax.axhline(float(PRIMARY), color="gray", lw=0.8, ls=":", label=f"{float(PRIMARY):.0%} target")
         ax.set_title(f"{fold}: {len(entry['tasks'])} target tasks")
         ax.set_xlabel("evaluations")
@@ -102,3 +107,67 @@ def markdown(summary: dict[str, Any]) -> str:
             f"- {fold}: median evaluations to target: {cells}; guard fell back in {s['fallbacks']}/{s['runs']} runs"
         )
     return "\n".join(lines)
+
+
+PER_FOLD = ("settings", "commands", "folds", "kendall_tau", "kendall_tau_per_task", "stress_shuffled")
+PER_FOLD += ("search_seconds", "wall_minutes")
+
+
+def by_fold(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary in the merged layout: every entry keyed by fold (one run's summary is converted)."""
+    if "commands" in summary:
+        return summary
+    folds = list(summary["folds"])
+    one = {k: {f: summary[k] for f in folds} for k in ("settings", "search_seconds", "wall_minutes") if k in summary}
+    per_task: dict[str, dict[str, Any]] = {f: {} for f in folds}
+    for key, tau in summary["kendall_tau_per_task"].items():
+        fold, task = key.split("/", 1)
+        per_task[fold][task] = tau
+    return {
+        **one,
+        "commands": {f: summary["command"] for f in folds},
+        "folds": summary["folds"],
+        "kendall_tau": summary["kendall_tau"],
+        "kendall_tau_per_task": per_task,
+        "stress_shuffled": summary["stress_shuffled"],
+        "similarity_matrix": summary["similarity_matrix"],
+    }
+
+
+def merge(previous: dict[str, Any] | None, summary: dict[str, Any]) -> dict[str, Any]:
+    """`summary`'s folds over `previous`'s: a run of some folds keeps the other folds' results.
+
+    The similarity matrix is the one over more tasks, the later one on a tie (the suite's
+    tables do not change between runs of the same build). A fold is replaced whole, even
+    by a run over fewer of its tasks.
+    """
+    new = by_fold(summary)
+    if not previous:
+        return new
+    old = by_fold(previous)
+    out = {k: {**old.get(k, {}), **new.get(k, {})} for k in PER_FOLD}
+    older, newer = old["similarity_matrix"], new["similarity_matrix"]
+    out["similarity_matrix"] = older if len(older["tasks"]) > len(newer["tasks"]) else newer
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Merge transfer summaries, in order, into one file (kept by fold, later runs winning)."""
+    import argparse
+    import json
+
+    from metanas._io import atomic_write_json
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("out", type=Path)
+    p.add_argument("runs", type=Path, nargs="+", help="summary JSONs of bench_transfer.py runs (or merged ones)")
+    args = p.parse_args(argv)
+    merged: dict[str, Any] | None = None
+    for path in args.runs:
+        merged = merge(merged, json.loads(path.read_text(encoding="utf-8")))
+    atomic_write_json(merged, args.out, indent=1)
+    print(f"{args.out}: folds {', '.join(merged['folds'])}")
+
+
+if __name__ == "__main__":
+    main()

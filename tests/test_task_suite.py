@@ -120,9 +120,42 @@ def test_bench_transfer_quick_mode_runs_and_writes_the_json(tmp_path, monkeypatc
     primary = lofo["targets"]["0.98"]
     assert set(primary["evals_to_target"]) >= {"random", "evolution", "tpe", "proxy", "target", "warm"}
     assert all(1 <= v <= 25 for per_task in primary["per_task_median"].values() for v in per_task.values())
-    assert set(primary["speedup_vs"]) == {"evolution", "tpe", "proxy", "target"}
+    assert set(primary["speedup_vs"]) == {"evolution", "tpe", "proxy", "target", "tpe-off", "bo-target"}
+    assert set(primary["other_transfer"]) == {"warm-tpe", "bo"}
     assert summary["folds"]["leave-one-teacher-out"]["tasks"] == ["kd-b"]
     assert set(summary["kendall_tau"]["leave-one-family-out"]) == {"meta", "target_only", "params_proxy", "flops_proxy"}
     assert summary["similarity_matrix"]["tasks"] == sorted(t["name"] for t in doc["tasks"])
     assert (tmp_path / "curves.png").stat().st_size > 0
     del sys.modules["bench_transfer"], sys.modules["build_suite"]
+
+
+def test_transfer_summaries_merge_by_fold_and_later_runs_win():
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import transfer_report
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+
+    def run(folds: list[str], value: float, tasks: list[str]) -> dict:
+        return {
+            "settings": {"seeds": value},
+            "command": f"python scripts/bench_transfer.py --seeds {value}",
+            "folds": {f: {"tasks": tasks, "value": value} for f in folds},
+            "kendall_tau": {f: {"meta": value} for f in folds},
+            "kendall_tau_per_task": {f"{f}/{t}": {"meta": value} for f in folds for t in tasks},
+            "stress_shuffled": {f: value for f in folds},
+            "similarity_matrix": {"tasks": tasks, "matrix": []},
+            "search_seconds": value,
+            "wall_minutes": value,
+        }
+
+    three = run(["lofo", "loco", "loto"], 2, ["a", "b", "c"])
+    merged = transfer_report.merge(transfer_report.merge(None, three), run(["loco"], 10, ["a", "b"]))
+    assert list(merged["folds"]) == ["lofo", "loco", "loto"]
+    assert [merged["folds"][f]["value"] for f in ("lofo", "loco", "loto")] == [2, 10, 2]
+    assert merged["commands"]["loco"].endswith("--seeds 10") and merged["settings"]["lofo"] == {"seeds": 2}
+    assert merged["kendall_tau_per_task"]["loco"] == {"a": {"meta": 10}, "b": {"meta": 10}}
+    assert merged["kendall_tau_per_task"]["loto"]["c"] == {"meta": 2}
+    assert merged["wall_minutes"] == {"lofo": 2, "loco": 10, "loto": 2}
+    assert merged["similarity_matrix"]["tasks"] == ["a", "b", "c"]  # the one over more tasks
+    assert transfer_report.merge(None, merged) == merged  # a merged file passes through unchanged

@@ -294,6 +294,52 @@ def test_bo_is_deterministic_and_resumes_exactly(surrogate: str, predictor: Path
     resume_matches(lambda: bo(5, **options), target_fitness)
 
 
+def test_bo_keeps_one_pool_featurizes_each_arch_once_and_chains_its_adaptations(
+    monkeypatch: pytest.MonkeyPatch, predictor: Path
+) -> None:
+    import metanas.search.bo as bo_module
+
+    featurized: list[ArchConfig] = []
+    real = bo_module.arch_feature_matrix
+
+    def counting(space: Any, archs: Any, *args: Any) -> np.ndarray:
+        featurized.extend(archs)
+        return real(space, archs, *args)
+
+    monkeypatch.setattr(bo_module, "arch_feature_matrix", counting)
+    strategy = bo(3, surrogate="meta", warm_start=str(predictor), num_samples=34, adapt_steps=7, readapt_steps=3)
+    _, feasible, _ = constrained()
+    drive(strategy, target_fitness)
+    assert len(featurized) == len(set(featurized))  # every candidate scored in several rounds, featurized once
+    pool = strategy._pool
+    assert pool and len(pool) <= BO_FAST["pool_size"] and all(map(feasible, pool))
+    assert bo(3, surrogate="meta", warm_start=str(predictor))._pool_archs() == pool  # its own stream: redrawn alike
+    # One adaptation per EI round, each on more evaluations than the last: the initial design, then 6 more a round.
+    seen = [n for n, _ in strategy._adaptations]
+    assert len(strategy.evaluated) == 34 and seen == list(range(seen[0], 34, 6)) and len(seen) >= 3
+
+    # The chain by hand: the first adaptation from the file with adapt_steps, each later one from the last.
+    evaluations = list(strategy.evaluated.values())
+    model = strategy.base
+    for i, (n, seed) in enumerate(strategy._adaptations):
+        rows = evaluations[:n]
+        x = strategy._features([e.arch for e in rows])
+        x_task = np.tile(strategy._task_embedding(n), (n, 1))
+        model = model.adapt(x, x_task, [e.fitness for e in rows], 7 if i == 0 else 3, 2e-3, seed)
+    probe = strategy._features(pool[:20])
+    x_probe = np.tile(strategy._task_embedding(len(evaluations)), (20, 1))
+    np.testing.assert_array_equal(model.predict(probe, x_probe)[0], strategy._adapted.predict(probe, x_probe)[0])
+
+
+def test_bo_refuses_a_state_saved_before_its_surrogate_was_chained(predictor: Path) -> None:
+    strategy = bo(0, surrogate="meta", warm_start=str(predictor), num_samples=20)
+    drive(strategy, target_fitness)
+    state = json.loads(json.dumps(strategy.state_dict()))
+    del state["bo"]["adaptations"]
+    with pytest.raises(ValueError, match="earlier metanas.*cannot resume exactly"):
+        bo(0, surrogate="meta", warm_start=str(predictor), num_samples=20).load_state_dict(state)
+
+
 def test_bo_with_the_meta_predictor_finds_good_archs_early(predictor: Path) -> None:
     _, feasible, sampler = constrained()
     best: dict[str, list[float]] = {"meta": [], "random": []}

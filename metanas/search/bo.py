@@ -7,25 +7,31 @@ Rounds, each one `ask`/`tell`:
    feasible archs (origin `random`).
 2. Every later round: the surrogate is fitted on every finite evaluation so far and
    gives a mean and an uncertainty (the spread of its ensemble members) for every
-   candidate: `pool_size` random feasible archs and `mutants` mutants of each of the
-   `incumbents` best archs (repaired into the budget when `repair` is on). The
-   `batch_size` candidates of highest expected improvement over the surrogate's best
-   mean among the evaluated archs are evaluated (origin `predicted`).
+   candidate: the pool (`pool_size` random draws made once, from a stream of their own,
+   less the archs already proposed), `fresh` new random archs, and `mutants` mutants of
+   each of the `incumbents` best archs (repaired into the budget when `repair` is on).
+   The `batch_size` candidates of highest expected improvement over the surrogate's
+   best mean among the evaluated archs are evaluated (origin `predicted`). Every
+   candidate's features are computed once per search.
 
 Surrogates: `meta` is the meta-predictor that `warm_start` picks, exactly as the warm
 start picks it (`resolve_warm_start`, and `resolve_auto` on the user's history once the
 runner has frozen it), conditioned on the anchors' scores (`target_embedding`) and
-re-adapted every round on the target's evaluations (`MetaPredictor.adapt`); without a
+adapted on the target's evaluations (`MetaPredictor.adapt`): `adapt_steps` in the first
+round, then `readapt_steps` a round continuing from the last round's surrogate, so the
+adaptation keeps up with the data at a fraction of refitting it every round; without a
 predictor (`warm_start: off`, or `auto` with none) the search says so and uses
 `target`: the same ensemble trained on the target's evaluations only
 (`MetaPredictor.target_only`), which needs `MIN_TARGET_ROWS` of them (random picks
 until then).
 
-Resume: the surrogate is not stored. It is refit at the start of every round from the
-predictor file and the stored evaluations, with a seed derived from the search seed and
-the round, on one torch thread, so a resumed search recomputes the same weights and
-proposes exactly what the uninterrupted one would; the state records the predictor
-file's sha256 and refuses to resume with another file.
+Resume: the surrogate is not stored. Each adaptation is a deterministic function of
+the predictor file, the evaluations made before it (the state records how many) and a
+seed derived from the search seed and the round, run on one torch thread; a resumed
+search replays the recorded adaptations on the stored evaluations, recomputes the same
+weights and proposes exactly what the uninterrupted one would. The pool is redrawn from
+its own seeded stream. The state records the predictor file's sha256 and refuses to
+resume with another file.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -89,6 +96,9 @@ class BayesOpt(Strategy):
         super().__init__(*args, **kwargs)
         self.task_meta = dict(task_meta or {})
         self._initial_asked = False
+        self._adaptations: list[tuple[int, int]] = []  # (evaluations before it, seed) of each meta adaptation
+        self._adapted: MetaPredictor | None = None  # the last adaptation's surrogate (None: replay them first)
+        self._pool: list[ArchConfig] | None = None
         self._use(self._first_choice())
 
     def _first_choice(self) -> WarmStartChoice:
@@ -105,7 +115,8 @@ class BayesOpt(Strategy):
         enc = self.encoding
         key = (int(enc["anchor_k"]), int(enc["anchor_seed"]), int(enc["seq_len"]), int(enc["max_layers"]))
         self.anchors = list(_anchors(self.space, *key))
-        self._evaluated_rows: dict[ArchConfig, np.ndarray] = {}  # features of evaluated archs, in this encoding
+        self._feature_rows: dict[ArchConfig, np.ndarray] = {}  # features of every arch scored, in this encoding
+        self._adapted = None
         self.message = choice.message
         if self.config.surrogate == "meta" and self.base is None:
             self.message = f"bo surrogate=target, since there is no meta-predictor ({choice.message})"
@@ -161,39 +172,84 @@ class BayesOpt(Strategy):
         return self._finish_ask(out + self._random_batch(k - len(out)))
 
     def _features(self, archs: Sequence[ArchConfig]) -> np.ndarray:
-        return arch_feature_matrix(self.space, archs, int(self.encoding["seq_len"]), int(self.encoding["max_layers"]))
-
-    def _evaluated_features(self, archs: Sequence[ArchConfig]) -> np.ndarray:
-        """`_features` of evaluated archs, each computed once: every round reads all of them twice."""
-        missing = [a for a in archs if a not in self._evaluated_rows]
-        self._evaluated_rows.update(zip(missing, self._features(missing)))
-        return np.stack([self._evaluated_rows[a] for a in archs]) if archs else self._features([])
+        """Arch features in the surrogate's encoding, each arch's computed once per search (rounds share candidates)."""
+        missing = [a for a in dict.fromkeys(archs) if a not in self._feature_rows]
+        if missing:
+            enc = self.encoding
+            rows = arch_feature_matrix(self.space, missing, int(enc["seq_len"]), int(enc["max_layers"]))
+            self._feature_rows.update(zip(missing, rows))
+        if not archs:
+            return arch_feature_matrix(self.space, [], int(self.encoding["seq_len"]), int(self.encoding["max_layers"]))
+        return np.stack([self._feature_rows[a] for a in archs])
 
     def _fit(self) -> Surrogate | None:
         """The surrogate on every finite evaluation so far: features -> (mean, std); None while the target-only model
-        has too few distinct rows. A deterministic function of the evaluations and the round."""
+        has too few distinct rows. A deterministic function of the evaluations and the recorded adaptations."""
         c = self.config
-        rows = [e for e in self.evaluated.values() if math.isfinite(e.fitness)]
-        x = self._evaluated_features([e.arch for e in rows])
-        y = np.array([e.fitness for e in rows])
         seed = self.seed * 1000 + self.generation
         if self.base is not None:
-            fitness = {a: self.evaluated[a].fitness for a in self.anchors if a in self.evaluated}
-            x_task = target_embedding(self.anchors, fitness, self.task_meta)
-            model = self.base
-            if len(rows) >= 2 and c.adapt_steps > 0:
-                model = self.base.adapt(x, np.tile(x_task, (len(rows), 1)), y, c.adapt_steps, c.adapt_lr, seed)
+            model, x_task = self._meta_surrogate(seed)
             return lambda feats: model.predict(feats, np.tile(x_task, (len(feats), 1)))
-        if len(rows) < MIN_TARGET_ROWS or len(np.unique(y)) < 2:
+        x, y = self._training_rows(len(self.evaluated))
+        if len(y) < MIN_TARGET_ROWS or len(np.unique(y)) < 2:
             return None
         target = MetaPredictor(encoding=self.encoding).target_only().fit(x, y, c.target_epochs, seed)
         return target.predict
 
-    def _candidates(self) -> list[ArchConfig]:
-        """Distinct new feasible archs: `pool_size` random draws, then `mutants` mutants of each incumbent."""
+    def _training_rows(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Features and fitness of the finite ones among the first `n` evaluations."""
+        rows = [e for e in list(self.evaluated.values())[:n] if math.isfinite(e.fitness)]
+        return self._features([e.arch for e in rows]), np.array([e.fitness for e in rows])
+
+    def _task_embedding(self, n: int) -> np.ndarray:
+        """The target's fingerprint from the anchors among the first `n` evaluations."""
+        first = dict(list(self.evaluated.items())[:n])
+        fitness = {a: first[a].fitness for a in self.anchors if a in first}
+        return target_embedding(self.anchors, fitness, self.task_meta)
+
+    def _meta_surrogate(self, seed: int) -> tuple[MetaPredictor, np.ndarray]:
+        """The meta-predictor adapted once more on every evaluation so far (the first time `adapt_steps` from the
+        file, then `readapt_steps` from the last adaptation; none while fewer than two distinct finite fitness values
+        are known), and the task embedding it scores with.
+
+        After a resume the recorded adaptations are replayed first, on the evaluations each one saw."""
+        assert self.base is not None
         c = self.config
-        out: dict[ArchConfig, None] = {}
-        for _ in range(c.pool_size):
+        n = len(self.evaluated)
+        x_task = self._task_embedding(n)
+        if c.adapt_steps == 0:
+            return self.base, x_task
+        if self._adapted is None:
+            self._adapted = self.base
+            for i, (seen, past_seed) in enumerate(self._adaptations):
+                self._adapted = self._adapt(self._adapted, i, seen, past_seed)
+        if len(np.unique(self._training_rows(n)[1])) >= 2:  # an adaptation needs an order to learn
+            self._adapted = self._adapt(self._adapted, len(self._adaptations), n, seed)
+            self._adaptations.append((n, seed))
+        return self._adapted, x_task
+
+    def _adapt(self, model: MetaPredictor, index: int, n: int, seed: int) -> MetaPredictor:
+        """Adaptation number `index` (0: from the file) on the first `n` evaluations."""
+        c = self.config
+        x, y = self._training_rows(n)
+        x_task = np.tile(self._task_embedding(n), (len(y), 1))
+        steps = c.adapt_steps if index == 0 else c.readapt_steps
+        return model.adapt(x, x_task, y, steps, c.adapt_lr, seed) if steps > 0 else model
+
+    def _pool_archs(self) -> list[ArchConfig]:
+        """`pool_size` random draws, made once from their own seeded stream; the feasible ones, in draw order."""
+        if self._pool is None:
+            rng = random.Random(f"bo-pool/{self.seed}")
+            draw = self.sampler or self.space.sample
+            draws = dict.fromkeys(draw(rng) for _ in range(self.config.pool_size))
+            self._pool = [a for a in draws if self.feasible(a)]
+        return self._pool
+
+    def _candidates(self) -> list[ArchConfig]:
+        """Distinct new feasible archs: the pool's, `fresh` random draws, then `mutants` mutants of each incumbent."""
+        c = self.config
+        out: dict[ArchConfig, None] = dict.fromkeys(a for a in self._pool_archs() if self.is_new(a))
+        for _ in range(c.fresh):
             arch = self._sample()
             if self.is_new(arch) and self.feasible(arch):
                 out[arch] = None
@@ -213,7 +269,7 @@ class BayesOpt(Strategy):
         feats = self._features(candidates)
         mean, std = surrogate(feats)
         seen = [e.arch for e in self.evaluated.values() if math.isfinite(e.fitness)]
-        best = float(np.max(surrogate(self._evaluated_features(seen))[0])) if seen else float(np.max(mean))
+        best = float(np.max(surrogate(self._features(seen))[0])) if seen else float(np.max(mean))
         ei = expected_improvement(mean, std, best, self.config.xi)
         order = np.lexsort((-mean, -ei))  # by EI, then by mean where EI ties (e.g. at zero)
         if self.config.diversity > 0:
@@ -228,7 +284,11 @@ class BayesOpt(Strategy):
 
     # ----- state -----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        bo = {"predictor_sha256": self.choice.sha256, "initial_asked": self._initial_asked}
+        bo = {
+            "predictor_sha256": self.choice.sha256,
+            "initial_asked": self._initial_asked,
+            "adaptations": [list(a) for a in self._adaptations],
+        }
         return {**super().state_dict(), "bo": bo}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -239,5 +299,13 @@ class BayesOpt(Strategy):
                 f"{self.name}: the search state was made with predictor sha256 {bo['predictor_sha256']}, but "
                 f"warm_start={self.config.warm_start!r} now resolves to {self.choice.sha256} ({self.message})"
             )
+        if "adaptations" not in bo:
+            raise ValueError(
+                f"{self.name}: the search state was saved by an earlier metanas (it records no surrogate "
+                "adaptations, and that bo drew its candidates differently), so the search cannot resume exactly: "
+                "start it again in a new run directory"
+            )
         super().load_state_dict(state)
         self._initial_asked = bool(bo["initial_asked"])
+        self._adaptations = [(int(n), int(seed)) for n, seed in bo["adaptations"]]
+        self._adapted = None  # replayed on the restored evaluations at the next round

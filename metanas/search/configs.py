@@ -418,12 +418,15 @@ class BOConfig(MutationConfig):
     """Bayesian optimisation with an ensemble surrogate (`metanas.search.bo`): `num_samples` evaluations.
 
     `surrogate`: "meta" (the meta-predictor chosen by `warm_start` like the warm start's,
-    re-adapted on the target's evaluations with `adapt_steps` at `adapt_lr` every round) or
-    "target" (an ensemble fitted on the target's evaluations only, `target_epochs`). The first
-    batch is the feasible anchors plus `initial_random` random archs; every later batch of
-    `batch_size` takes the best expected improvement (margin `xi`, spaced by `diversity`)
-    among `pool_size` random feasible archs and `mutants` mutants of each of the
-    `incumbents` best archs (repaired into the budget when `repair` is on).
+    adapted on the target's evaluations at `adapt_lr`: `adapt_steps` in the first round, then
+    `readapt_steps` a round continuing from the previous round's surrogate; `adapt_steps: 0` uses
+    the predictor as shipped, never adapted) or "target" (an
+    ensemble fitted on the target's evaluations only, `target_epochs`). The first batch is the
+    feasible anchors plus `initial_random` random archs; every later batch of `batch_size` takes
+    the best expected improvement (margin `xi`, spaced by `diversity`) among the candidates:
+    a pool of `pool_size` random draws made once (the feasible new ones), `fresh` new random
+    draws a round, and `mutants` mutants of each of the `incumbents` best archs (repaired into
+    the budget when `repair` is on).
     """
 
     objective_counts: ClassVar[tuple[int, ...]] = (1,)
@@ -435,11 +438,13 @@ class BOConfig(MutationConfig):
     batch_size: int = 10
     initial_random: int = 10
     pool_size: int = 1000
+    fresh: int = 100
     incumbents: int = 5
     mutants: int = 20
     xi: float = 0.01
     diversity: float = 0.0
     adapt_steps: int = 50
+    readapt_steps: int = 10
     adapt_lr: float = 2e-3
     target_epochs: int = 200
 
@@ -454,7 +459,8 @@ class BOConfig(MutationConfig):
             )
         _at_least("BO", 1, num_samples=self.num_samples, batch_size=self.batch_size, target_epochs=self.target_epochs)
         _at_least("BO", 1, pool_size=self.pool_size, incumbents=self.incumbents)
-        _at_least("BO", 0, initial_random=self.initial_random, mutants=self.mutants, adapt_steps=self.adapt_steps)
+        _at_least("BO", 0, initial_random=self.initial_random, fresh=self.fresh, mutants=self.mutants)
+        _at_least("BO", 0, adapt_steps=self.adapt_steps, readapt_steps=self.readapt_steps)
         for name, value in (("xi", self.xi), ("diversity", self.diversity), ("adapt_lr", self.adapt_lr)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise ValueError(f"BO: {name} must be a finite number >= 0, got {value!r}")
