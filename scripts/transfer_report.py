@@ -109,8 +109,16 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-PER_FOLD = ("settings", "commands", "folds", "kendall_tau", "kendall_tau_per_task", "stress_shuffled")
-PER_FOLD += ("search_seconds", "wall_minutes")
+PER_FOLD = (  # the merged file's entries keyed by fold
+    "settings",
+    "commands",
+    "folds",
+    "kendall_tau",
+    "kendall_tau_per_task",
+    "stress_shuffled",
+    "search_seconds",
+    "wall_minutes",
+)
 
 
 def by_fold(summary: dict[str, Any]) -> dict[str, Any]:

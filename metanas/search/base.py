@@ -278,8 +278,10 @@ class Strategy(ABC):
                 smaller = self.space.shrink(current, self.rng, floor)
         return arch
 
-    def _sample(self) -> ArchConfig:
-        return self.sampler(self.rng) if self.sampler is not None else self.space.sample(self.rng)
+    def _sample(self, rng: random.Random | None = None) -> ArchConfig:
+        """A random arch from the runner's sampler (or the space), drawn from `rng` (default: the strategy's)."""
+        rng = self.rng if rng is None else rng
+        return self.sampler(rng) if self.sampler is not None else self.space.sample(rng)
 
     def _random_batch(self, n: int) -> list[ArchConfig]:
         """`n` new feasible random archs (fewer if the bounded search runs dry)."""

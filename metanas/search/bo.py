@@ -173,13 +173,13 @@ class BayesOpt(Strategy):
 
     def _features(self, archs: Sequence[ArchConfig]) -> np.ndarray:
         """Arch features in the surrogate's encoding, each arch's computed once per search (rounds share candidates)."""
+        seq_len, max_layers = int(self.encoding["seq_len"]), int(self.encoding["max_layers"])
         missing = [a for a in dict.fromkeys(archs) if a not in self._feature_rows]
-        if missing:
-            enc = self.encoding
-            rows = arch_feature_matrix(self.space, missing, int(enc["seq_len"]), int(enc["max_layers"]))
+        if missing or not archs:  # no arch: the empty matrix, with the encoding's width
+            rows = arch_feature_matrix(self.space, missing, seq_len, max_layers)
+            if not archs:
+                return rows
             self._feature_rows.update(zip(missing, rows))
-        if not archs:
-            return arch_feature_matrix(self.space, [], int(self.encoding["seq_len"]), int(self.encoding["max_layers"]))
         return np.stack([self._feature_rows[a] for a in archs])
 
     def _fit(self) -> Surrogate | None:
@@ -222,16 +222,20 @@ class BayesOpt(Strategy):
         if self._adapted is None:
             self._adapted = self.base
             for i, (seen, past_seed) in enumerate(self._adaptations):
-                self._adapted = self._adapt(self._adapted, i, seen, past_seed)
-        if len(np.unique(self._training_rows(n)[1])) >= 2:  # an adaptation needs an order to learn
-            self._adapted = self._adapt(self._adapted, len(self._adaptations), n, seed)
+                self._adapted = self._adapt(self._adapted, i, seen, past_seed) or self._adapted
+        adapted = self._adapt(self._adapted, len(self._adaptations), n, seed)
+        if adapted is not None:
+            self._adapted = adapted
             self._adaptations.append((n, seed))
         return self._adapted, x_task
 
-    def _adapt(self, model: MetaPredictor, index: int, n: int, seed: int) -> MetaPredictor:
-        """Adaptation number `index` (0: from the file) on the first `n` evaluations."""
+    def _adapt(self, model: MetaPredictor, index: int, n: int, seed: int) -> MetaPredictor | None:
+        """Adaptation number `index` (0: from the file) on the first `n` evaluations; None when they hold fewer than
+        two distinct finite fitness values (no order to learn)."""
         c = self.config
         x, y = self._training_rows(n)
+        if len(np.unique(y)) < 2:
+            return None
         x_task = np.tile(self._task_embedding(n), (len(y), 1))
         steps = c.adapt_steps if index == 0 else c.readapt_steps
         return model.adapt(x, x_task, y, steps, c.adapt_lr, seed) if steps > 0 else model
@@ -240,8 +244,7 @@ class BayesOpt(Strategy):
         """`pool_size` random draws, made once from their own seeded stream; the feasible ones, in draw order."""
         if self._pool is None:
             rng = random.Random(f"bo-pool/{self.seed}")
-            draw = self.sampler or self.space.sample
-            draws = dict.fromkeys(draw(rng) for _ in range(self.config.pool_size))
+            draws = dict.fromkeys(self._sample(rng) for _ in range(self.config.pool_size))
             self._pool = [a for a in draws if self.feasible(a)]
         return self._pool
 
