@@ -194,11 +194,12 @@ class TrainingSection:
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     grad_clip: float = field(default=1.0, metadata=_meta(_NON_NEGATIVE))  # 0 disables clipping
     grad_accum: int = field(default=1, metadata=_meta(_AT_LEAST_ONE))
-    sampling: Literal["sandwich", "uniform"] = "sandwich"
+    sampling: Literal["sandwich", "uniform", "relaxed"] = "sandwich"
     num_random: int = field(default=2, metadata=_meta(_NON_NEGATIVE))
     inplace_distill: bool = False
     inplace_weight: float = field(default=1.0, metadata=_meta(_NON_NEGATIVE))
     inplace_relation_heads: int | None = field(default=None, metadata=_meta(_AT_LEAST_ONE))
+    relaxation: dict[str, Any] = field(default_factory=dict)  # sampling relaxed: arch_lr, tau_start, tau_end, cost...
     bf16: bool = False
     seed: int = 0
     checkpoint_every: int = field(default=200, metadata=_meta(_NON_NEGATIVE))  # 0: only at the end

@@ -94,9 +94,13 @@ def test_uniform_shrink_takes_the_largest_even_fraction_within_budget():
 
 
 def test_stage_dependents_follow_what_each_stage_consumes():
-    assert dependents("latency", STAGES) == ["search", "export", "report"]
-    assert dependents("train", STAGES) == ["search", "export", "report"]
-    assert dependents("export", STAGES) == ["report"] and dependents("report", STAGES) == []
+    plain = Recipe.from_dict({"teacher": {"tiny": True}})
+    assert dependents("latency", STAGES, plain) == ["search", "export", "report"]
+    assert dependents("train", STAGES, plain) == ["search", "export", "report"]
+    assert dependents("export", STAGES, plain) == ["report"] and dependents("report", STAGES, plain) == []
+    # single-stage training reads the budget and the latency stage's model
+    relaxed = Recipe.from_dict({"teacher": {"tiny": True}, "training": {"sampling": "relaxed"}})
+    assert dependents("latency", STAGES, relaxed) == ["train", "search", "export", "report"]
 
 
 def test_fingerprints_follow_stage_dependencies():
@@ -115,6 +119,10 @@ def test_fingerprints_follow_stage_dependencies():
     assert [s for s in names if fp[s] != steps[s]] == ["train", "search", "export", "report"]
     where = fingerprints(search={"history": "/x.db"})
     assert where == fp  # where evaluations are recorded does not change results
+    relaxed, relaxed_budget = (
+        fingerprints(training={"sampling": "relaxed"}, budget=b) for b in ({"params": "40%"}, {"params": "50%"})
+    )
+    assert [s for s in names if relaxed[s] != relaxed_budget[s]] == ["latency", "train", "search", "export", "report"]
 
 
 def test_distillation_loss_is_zero_for_the_teacher_itself_and_works_across_widths():
@@ -429,3 +437,32 @@ def test_workers_search_subcommand_runs_a_shared_study(finished, tmp_path, capsy
     with HistoryStore(db) as store:
         rows = store.records(run_id="tiny-study")
     assert len(rows) == 48 and len({r.arch for r in rows}) == 48
+
+
+@pytest.mark.slow
+def test_single_stage_compress_trains_logits_under_the_latency_predictor_and_searches_from_them(tmp_path, monkeypatch):
+    """`training.sampling: relaxed` with a latency budget: the latency stage's predictor prices the relaxed arch
+    during training, and the differentiable search starts from the logits trained with the supernet."""
+    monkeypatch.setenv("METANAS_HISTORY", str(tmp_path / "h.db"))
+    overrides = [
+        "budget.params=null",
+        "budget.latency_ms=70%",
+        "search.latency={predictor_archs: 10, warmup: 2, runs: 8, cache_dir: null}",
+        "training.sampling=relaxed",
+        "training.steps=6",
+        "search.strategy=differentiable",
+        "search.warm_start=off",
+        "search.options={rounds: 2, steps_per_round: 3, top_k: 2}",
+        "export.distill_steps=0",
+        "report.latency_rounds=1",
+        "logging.wandb=false",
+    ]
+    run_dir = tmp_path / "run"
+    compress(load_recipe(TINY, overrides), run_dir)
+    relaxation = json.loads((run_dir / "train" / "train_summary.json").read_text())["relaxation"]
+    assert relaxation["relaxation_steps"] == 6 and set(relaxation["expected_costs"]) == {"latency_ms"}
+    stages = json.loads((run_dir / "stages.json").read_text())["stages"]
+    # the recipe's budget made absolute by the latency stage's predictor, as the search sees it
+    assert relaxation["expected_costs"]["latency_ms"]["limit"] == stages["search"]["info"]["budget"]["latency_ms"]
+    extra = json.loads((run_dir / "search" / STATE_FILE).read_text())["extra"]["differentiable"]
+    assert extra["started_from"] == "trained" and extra["relaxation_steps"] == 6

@@ -67,12 +67,12 @@ def test_gated_forward_is_the_sampled_arch_and_leaves_the_supernet_alone(ev: Eva
     batch, context = s._batch(0)
     deep = 0
     for _ in range(6):
-        sample = s.relax.sample(s.generator, 1.0)
+        sample = s.relaxation.arch.sample(s.relaxation.generator, 1.0)
         with frozen_eval(ev.sn, ev.objective):
             with gated(ev.sn, sample):
                 relaxed, _ = ev.objective.loss(ev.sn, batch, sample.hull, context)
             sliced, _ = ev.objective.loss(ev.sn, batch, sample.arch, context)
-            logits = [s.relax.logits["heads"], s.relax.logits["ffn"]]
+            logits = [s.relaxation.arch.logits["heads"], s.relaxation.arch.logits["ffn"]]
             grads = torch.autograd.grad(relaxed, logits, allow_unused=True)
         assert math.isclose(relaxed.item(), sliced.item(), rel_tol=1e-5)  # the KD loss of exactly that arch
         assert math.isclose(sliced.item(), ev.metric(sample.arch), rel_tol=1e-5)
@@ -114,15 +114,15 @@ def test_gated_forward_is_exact_for_every_objective(kind: str) -> None:
         if stream is not None:
             assert torch.equal(objective.get_rng_state(), stream)
         for _ in range(3):
-            sample = s.relax.sample(s.generator, 1.0)
+            sample = s.relaxation.arch.sample(s.relaxation.generator, 1.0)
             with frozen_eval(sn, objective):
                 with gated(sn, sample):
                     relaxed, _ = objective.loss(sn, s._batch(0)[0], sample.hull, context)
                 sliced, _ = objective.loss(sn, s._batch(0)[0], sample.arch, context)
             assert math.isclose(relaxed.item(), sliced.item(), rel_tol=1e-5, abs_tol=1e-6), (name, sample.arch)
         s.ask()
-        assert s.step == FAST["steps_per_round"] and s.skipped_steps == 0
-        assert any(float(m.abs().sum()) > 0 for m in s.relax.adam["loss"]["m"].values()), name
+        assert s.relaxation.step == FAST["steps_per_round"] and s.relaxation.skipped_steps == 0
+        assert any(float(m.abs().sum()) > 0 for m in s.relaxation.arch.adam["loss"]["m"].values()), name
 
 
 def test_expected_cost_is_exact_for_the_factorized_distribution(ev: Evaluator) -> None:
@@ -131,10 +131,10 @@ def test_expected_cost_is_exact_for_the_factorized_distribution(ev: Evaluator) -
     s = search(ev, 0)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        for t in s.relax.logits.values():
+        for t in s.relaxation.arch.logits.values():
             t.copy_(torch.randn(t.shape, generator=g, dtype=torch.float64))
-    p = {k: v.detach().tolist() for k, v in s.relax.probabilities().items()}
-    c = {k: list(v) for k, v in s.relax.choices.items()}
+    p = {k: v.detach().tolist() for k, v in s.relaxation.arch.probabilities().items()}
+    c = {k: list(v) for k, v in s.relaxation.arch.choices.items()}
     for key in ("params", "flops"):
         terms = CostTerms(space, lambda a, k=key: cm.costs(a)[k], key)
         want = 0.0  # brute force over every arch of the space, weighted by its probability
@@ -150,9 +150,9 @@ def test_expected_cost_is_exact_for_the_factorized_distribution(ev: Evaluator) -
                     depth, hidden, tuple(c["heads"][a] for a, _ in combo), tuple(c["ffn"][b] for _, b in combo)
                 )
                 want += prob * cm.costs(arch)[key]
-        assert math.isclose(terms.expected(s.relax.probabilities()).item(), want, rel_tol=1e-9)
-    for arch, log_p in s.relax.draw(20, g):
-        assert math.isclose(log_p, s.relax.log_prob(arch), rel_tol=1e-9, abs_tol=1e-12)
+        assert math.isclose(terms.expected(s.relaxation.arch.probabilities()).item(), want, rel_tol=1e-9)
+    for arch, log_p in s.relaxation.arch.draw(20, g):
+        assert math.isclose(log_p, s.relaxation.arch.log_prob(arch), rel_tol=1e-9, abs_tol=1e-12)
     # a linear latency predictor relaxes too; a cost that is not a sum over layers is refused
     predictor = LatencyPredictor(space, batch_size=1, seq_len=SEQ)
     rng = random.Random(0)
@@ -203,7 +203,7 @@ def test_resumes_exactly_from_json_state(ev: Evaluator) -> None:
     resumed.load_state_dict(state)
     assert archs + drive(resumed, ev.fitness) == reference
     assert resumed.state_dict()["relaxation"]["logits"] == whole.state_dict()["relaxation"]["logits"]
-    assert resumed.evaluated == whole.evaluated and resumed.step == whole.step == 18
+    assert resumed.evaluated == whole.evaluated and resumed.relaxation.step == whole.relaxation.step == 18
     with pytest.raises(ValueError, match="options"):
         search(ev, 5, top_k=3).load_state_dict(state)
 
@@ -259,7 +259,7 @@ def test_the_cost_term_drives_the_relaxed_arch_to_the_budget(ev: Evaluator) -> N
     held, loose = strong.expected_costs()["params"], free.expected_costs()["params"]
     assert held["expected"] <= held["limit"]
     assert loose["expected"] > held["expected"] + 0.1 * held["limit"] and loose["expected"] > loose["limit"]
-    assert ev.sn.space.params(free.relax.mode()) > ev.sn.space.params(strong.relax.mode())
+    assert ev.sn.space.params(free.relaxation.arch.mode()) > ev.sn.space.params(strong.relaxation.arch.mode())
 
 
 @pytest.mark.slow

@@ -147,9 +147,14 @@ def test_tpe_repairs_into_the_budget_and_records_repaired_trials() -> None:
     assert len(complete) >= len(asked) and all(t.state.is_finished() for t in trials)  # none left running
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "nsga2", pytest.param("gp", marks=pytest.mark.slow), "random"])
+@pytest.mark.parametrize(
+    "sampler", ["tpe", "tpe-no-liar", "nsga2", pytest.param("gp", marks=pytest.mark.slow), "random"]
+)
 def test_tpe_samplers_are_deterministic_and_resume_exactly(sampler: str) -> None:
-    options = {"optuna_sampler": sampler, "n_startup_trials": 6, "population_size": 8}
+    options = {"optuna_sampler": sampler.removesuffix("-no-liar"), "n_startup_trials": 6, "population_size": 8}
+    if sampler == "tpe-no-liar":
+        options["constant_liar"] = False
+        assert drive(tpe(3, **options), fitness) != drive(tpe(3, n_startup_trials=6), fitness)
     if sampler == "gp":
         options.update(num_samples=12, batch_size=4)
     first = drive(tpe(3, **options), fitness)
@@ -244,6 +249,8 @@ def test_tpe_options_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         make_strategy("tpe", SPACE, optuna_samplr="tpe")
     with pytest.raises(ValueError, match=r"multivariate must be true or false"):
         TPEConfig(multivariate="yes")
+    with pytest.raises(ValueError, match=r"constant_liar must be true or false"):
+        TPEConfig(constant_liar=1)
     assert TPEConfig.objective_counts == (1,)
     monkeypatch.delattr(optuna.samplers, "GPSampler")
     with pytest.raises(ValueError, match=r"optuna_sampler 'gp' needs optuna.samplers.GPSampler.*tpe, nsga2 or random"):

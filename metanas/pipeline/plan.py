@@ -178,7 +178,10 @@ def _stage_lines(r: Recipe, evaluations: int, warm_line: str) -> list[tuple[str,
         if e.distill_steps
         else "no final distillation (export.distill_steps=0)"
     )
-    subnets = f", {2 + t.num_random} subnets" if t.sampling == "sandwich" else ""
+    subnets = {
+        "sandwich": f", {2 + t.num_random} subnets",
+        "relaxed": f", {2 + t.num_random} subnets, the random ones drawn from architecture logits trained alongside",
+    }.get(t.sampling, "")
     return [
         ("latency", latency_line),
         (

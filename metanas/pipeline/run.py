@@ -342,7 +342,7 @@ class CompressRun:
                     if log.done(name):
                         logger.info("stage %s: done already, skipped", name)
                         continue
-                    later = [s for s in dependents(name, STAGES) if s in log.stages]
+                    later = [s for s in dependents(name, STAGES, self.recipe) if s in log.stages]
                     if later:  # their outputs were made from what this stage is about to replace
                         log.forget(later)
                     self._run_stage(name, log)

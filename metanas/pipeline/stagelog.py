@@ -47,13 +47,21 @@ class Stage:
     consumes: tuple[str, ...]  # stages whose outputs it reads
     outputs: tuple[str, ...]  # run-dir entries it writes, removed when it is redone
     run: Callable[[CompressRun, StageLog, StageTracker], dict[str, Any]]  # returns the stage's summary
+    # what a recipe adds to recipe_keys and consumes (e.g. relaxed training reads the budget and the latency model)
+    extra: Callable[[Recipe], tuple[tuple[str, ...], tuple[str, ...]]] | None = None
+
+    def keys(self, recipe: Recipe) -> tuple[str, ...]:
+        return self.recipe_keys + (self.extra(recipe)[0] if self.extra else ())
+
+    def deps(self, recipe: Recipe) -> tuple[str, ...]:
+        return self.consumes + (self.extra(recipe)[1] if self.extra else ())
 
 
-def dependents(name: str, stages: Sequence[Stage]) -> list[str]:
+def dependents(name: str, stages: Sequence[Stage], recipe: Recipe) -> list[str]:
     """The stages that consume `name`'s outputs, directly or through others, in stage order."""
     out: list[str] = []
     for other in stages:
-        if any(d == name or d in out for d in other.consumes):
+        if any(d == name or d in out for d in other.deps(recipe)):
             out.append(other.name)
     return out
 
@@ -79,7 +87,7 @@ def stage_inputs(recipe: Recipe, stages: Sequence[Stage]) -> dict[str, dict[str,
     data = recipe.to_dict()
     for key in UNFINGERPRINTED:
         _drop(data, key)
-    return {s.name: {k: _get(data, k) for k in s.recipe_keys} for s in stages}
+    return {s.name: {k: _get(data, k) for k in s.keys(recipe)} for s in stages}
 
 
 def stage_fingerprints(recipe: Recipe, stages: Sequence[Stage]) -> dict[str, str]:
@@ -87,7 +95,7 @@ def stage_fingerprints(recipe: Recipe, stages: Sequence[Stage]) -> dict[str, str
     inputs = stage_inputs(recipe, stages)
     out: dict[str, str] = {}
     for s in stages:
-        payload = {"inputs": inputs[s.name], "deps": [out[d] for d in s.consumes]}
+        payload = {"inputs": inputs[s.name], "deps": [out[d] for d in s.deps(recipe)]}
         out[s.name] = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return out
 

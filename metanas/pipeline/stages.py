@@ -45,6 +45,7 @@ from metanas.training.distill import distill, save_weights
 from metanas.training.teacher_cache import TeacherCache
 
 if TYPE_CHECKING:
+    from metanas.config import Recipe
     from metanas.pipeline.run import CompressRun
 
 logger = logging.getLogger(__name__)
@@ -106,7 +107,9 @@ def train_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict[
         teacher=dataclasses.replace(r.teacher, path=run.teacher.path, tiny=False),
         logging=dataclasses.replace(r.logging, wandb=False),  # the compress run's tracker carries W&B
     )
-    result = train_supernet(train_recipe, run.train_dir, resume=resume)
+    relaxed = r.training.sampling == "relaxed"  # single-stage: the budget's costs, latency from the latency stage
+    costs = run.cost_model() if relaxed else None
+    result = train_supernet(train_recipe, run.train_dir, resume=resume, cost_model=costs)
     for record in read_metrics(run.train_dir):
         if "summary" in record:
             section.summary({f"train/{k}": v for k, v in record["summary"].items()})
@@ -249,7 +252,21 @@ LATENCY_KEYS = ("teacher", "space", "budget", "search.latency", "export.format")
 LATENCY = Stage("latency", LATENCY_KEYS, (), (LATENCY_DIR,), latency_stage)
 # train/cache (tokenized data) is not owned: it is kept across attempts and recipe changes.
 TRAIN_OUTPUTS = (f"{TRAIN_DIR}/{CHECKPOINT_FILE}", f"{TRAIN_DIR}/{SUPERNET_FILE}")
-TRAIN = Stage("train", ("teacher", "data", "objective", "space", "training"), (), TRAIN_OUTPUTS, train_stage)
+
+
+def _relaxed_training_inputs(recipe: Recipe) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Relaxed (single-stage) training drives the architecture into the budget, with the latency stage's model."""
+    return (("budget",), ("latency",)) if recipe.training.sampling == "relaxed" else ((), ())
+
+
+TRAIN = Stage(
+    "train",
+    ("teacher", "data", "objective", "space", "training"),
+    (),
+    TRAIN_OUTPUTS,
+    train_stage,
+    _relaxed_training_inputs,
+)
 SEARCH = Stage("search", ("budget", "search"), ("latency", "train"), (SEARCH_DIR,), search_stage)
 EXPORT = Stage("export", ("export",), ("search",), (MODEL_DIR, BASELINE_DIR, LAYER_DROP_DIR), export_stage)
 REPORT = Stage("report", ("report",), ("export",), REPORT_OUTPUTS, report_stage)

@@ -375,6 +375,8 @@ class TPEConfig(StrategyConfig):
     (TPESampler, `multivariate` optional), "nsga2" (NSGAIISampler, a genetic algorithm on the
     single fitness objective, generations of `population_size`), "gp" (GPSampler, where this
     Optuna has it) or "random". `n_startup_trials` random trials come first for tpe and gp.
+    `constant_liar` (tpe, on as in Optuna 5): pending trials count as the worst value while the rest of
+    the batch is drawn, so one ask's `batch_size` proposals spread out instead of repeating each other.
     One objective only: the runner does not tell a strategy how many objectives a search
     has, so [fitness, COST] stays with `nsga2` (metanas's own). `warm_start` ("off", "auto" or a
     predictor file): the feasible anchors, then `warm_picks` predictor picks among `warm_pool` archs first.
@@ -390,6 +392,7 @@ class TPEConfig(StrategyConfig):
     batch_size: int = 10
     n_startup_trials: int = 10
     multivariate: bool = False
+    constant_liar: bool = True
     population_size: int = 50
 
     def __post_init__(self) -> None:
@@ -403,8 +406,9 @@ class TPEConfig(StrategyConfig):
         _at_least("TPE", 2, population_size=self.population_size)
         if not isinstance(self.warm_start, str) or not self.warm_start:
             raise ValueError(f"TPE: warm_start must be 'off', 'auto' or a predictor file, got {self.warm_start!r}")
-        if not isinstance(self.multivariate, bool):
-            raise ValueError(f"TPE: multivariate must be true or false, got {self.multivariate!r}")
+        for name, value in (("multivariate", self.multivariate), ("constant_liar", self.constant_liar)):
+            if not isinstance(value, bool):
+                raise ValueError(f"TPE: {name} must be true or false, got {value!r}")
 
     def planned_evaluations(self) -> int:
         return self.num_samples
@@ -470,6 +474,7 @@ class BOConfig(MutationConfig):
 
 
 DIFFERENTIABLE_COSTS = ("auto", "params", "non_embedding_params", "flops", "latency")  # what `differentiable` penalises
+DIFFERENTIABLE_INITS = ("auto", "trained", "uniform")  # the logits `differentiable` starts from
 
 
 @dataclass(frozen=True)
@@ -479,7 +484,9 @@ class DifferentiableConfig(StrategyConfig):
     temperature annealed from `tau_start` to `tau_end`), then proposes the `top_k` most probable distinct archs,
     repaired into the budget. A penalty relu(E[cost] / (`cost_target` x limit) - 1) pushes the relaxed arch into
     the budget, with `cost_weight` times the loss's (Adam-normalised) step size; it is on `cost`: "auto" (every
-    limit of the budget) or one limit the budget has ("latency": a linear latency predictor's)."""
+    limit of the budget) or one limit the budget has ("latency": a linear latency predictor's). `init`: the logits
+    to start from: "trained" (those trained with the supernet by `training.sampling: relaxed`), "uniform", or
+    "auto" (trained when the supernet carries them)."""
 
     objective_counts: ClassVar[tuple[int, ...]] = (1,)
 
@@ -492,6 +499,7 @@ class DifferentiableConfig(StrategyConfig):
     cost: str = "auto"
     cost_weight: float = 1.0
     cost_target: float = 0.95
+    init: str = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -504,9 +512,9 @@ class DifferentiableConfig(StrategyConfig):
         _in_range("Differentiable", 0.0, 1.0, cost_target=self.cost_target)
         if self.tau_end > self.tau_start:
             raise ValueError(f"Differentiable: tau_end must be <= tau_start, got {self.tau_end} > {self.tau_start}")
-        if self.cost not in DIFFERENTIABLE_COSTS:
-            allowed = ", ".join(DIFFERENTIABLE_COSTS)
-            raise ValueError(f"Differentiable: cost must be one of {allowed}, got {self.cost!r}")
+        for name, allowed in (("cost", DIFFERENTIABLE_COSTS), ("init", DIFFERENTIABLE_INITS)):
+            if (value := getattr(self, name)) not in allowed:
+                raise ValueError(f"Differentiable: {name} must be one of {', '.join(allowed)}, got {value!r}")
 
     def planned_evaluations(self) -> int:
         return self.rounds * self.top_k

@@ -1,9 +1,8 @@
 """Differentiable search: gradient descent on architecture logits over the trained supernet itself.
 
 A DARTS/FBNet-style relaxation behind the ask/tell interface (the machinery is in
-`metanas.search.relaxed`). The supernet's weights stay frozen (no single-stage training of
-weights here): each `ask` is one round of `steps_per_round` relaxation steps, cycling through the
-evaluator's fitness batches, on two terms:
+`metanas.search.relaxed`). The supernet's weights stay frozen: each `ask` is one round of
+`steps_per_round` relaxation steps, cycling through the evaluator's fitness batches, on two terms:
 
     the objective's loss of a straight-through Gumbel sample of the arch, and
     the penalty  sum over penalised costs of relu(E[cost] / (cost_target * limit) - 1)
@@ -18,6 +17,10 @@ every round ends by proposing the `top_k` most probable distinct archs (the mode
 repaired into the budget, for the runner to score with inherited weights: the best by real fitness
 wins, as for every strategy.
 
+Single-stage (weights and architecture together, TangleNAS-style) is `training.sampling: relaxed`:
+the same logits are trained alongside the supernet's weights and saved with it, and this search
+starts from them (`init: auto`) instead of from uniform logits.
+
 The search's own cost is kept apart from the runner's evaluations: the seconds spent relaxing and
 the relaxation's forward+backward passes, also in equivalent evaluations (passes / batches per
 evaluation), are in `extra_state()` and so in `search.json`. The state (logits, Adam moments, the
@@ -31,33 +34,15 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from metanas.cost.latency_predictor import LatencyPredictor
 from metanas.search.base import ORIGIN_RELAXED, Strategy, StrategyEvent
 from metanas.search.configs import DifferentiableConfig
-from metanas.search.relaxed import ArchLogits, CostTerms, frozen_eval, gated, generator_from_json, generator_to_json
+from metanas.search.relaxed import CONTEXT_SEED_OFFSET, Relaxation, penalised_costs, prepared_context
 from metanas.space import ArchConfig, SearchSpace
 
 if TYPE_CHECKING:
     from metanas.cost.budget import Budget
     from metanas.cost.model import CostModel
     from metanas.evaluate import Evaluator
-
-BASELINE_DECAY = 0.9  # of the per-batch moving-average loss the depth/hidden score-function term subtracts
-COST_KEYS = {
-    "params": "params",
-    "non_embedding_params": "non_embedding_params",
-    "flops": "flops",
-    "latency": "latency_ms",
-}
-CONTEXT_SEED_OFFSET = 7919  # per-batch seeds of an objective's own RNG while its context is prepared
-
-
-def _latency_is_linear(cost_model: CostModel) -> bool:
-    """Whether the cost model's latency comes from a (linear, cheap) LatencyPredictor, not a measurement."""
-    source = getattr(cost_model, "_latency", None)
-    return isinstance(getattr(source, "__self__", source), LatencyPredictor)
 
 
 class DifferentiableSearch(Strategy):
@@ -69,15 +54,12 @@ class DifferentiableSearch(Strategy):
 
     def __init__(self, space: SearchSpace, *args: Any, **kwargs: Any) -> None:
         super().__init__(space, *args, **kwargs)
-        self.relax = ArchLogits(space)
-        self.generator = torch.Generator().manual_seed(self.seed)
-        self.step = 0  # relaxation steps done (the temperature schedule's clock)
-        self.baselines: dict[int, float] = {}  # batch index -> moving-average loss
+        c = self.config
+        self.relaxation = Relaxation(space, c, c.rounds * c.steps_per_round, self.seed)
         self.relax_seconds = 0.0
         self.round_seconds: list[float] = []
-        self.skipped_steps = 0  # steps whose loss was not finite (no update)
+        self.started_from: str = "uniform"  # or "trained": the logits trained with the supernet (single-stage)
         self._evaluator: Evaluator | None = None
-        self._penalties: list[tuple[CostTerms, float]] = []
         self._contexts: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._round_event: tuple[int, StrategyEvent] | None = None
 
@@ -87,8 +69,9 @@ class DifferentiableSearch(Strategy):
         return True
 
     def attach_evaluator(self, evaluator: Evaluator, cost_model: CostModel, budget: Budget) -> None:
-        """Keep the supernet, objective and batches, and read the penalised costs' per-layer terms off the cost
-        model (`budget` is made absolute if it is relative)."""
+        """Keep the supernet, objective and batches, read the penalised costs' per-layer terms off the cost model
+        (`budget` is made absolute if it is relative), and start from the logits trained with the supernet when
+        `init` asks for them (a resumed search then loads its own state over them)."""
         sn = getattr(evaluator, "sn", None)
         if sn is None or not hasattr(sn, "encoder") or not hasattr(sn, "space"):
             raise ValueError(
@@ -98,27 +81,27 @@ class DifferentiableSearch(Strategy):
         if sn.space.signature() != self.space.signature():
             raise ValueError("differentiable: the evaluator's supernet is over another search space than the search")
         limits = cost_model.check_feasible(budget).limits()
-        if self.config.cost == "auto":
-            keys = list(limits)
-        else:
-            keys = [COST_KEYS[self.config.cost]]
-            if keys[0] not in limits:
-                limited = ", ".join(limits) or "nothing"
-                raise ValueError(
-                    f"differentiable: cost={self.config.cost!r} but the budget does not limit {keys[0]} (it limits "
-                    f"{limited}); set strategy option cost to 'auto' or to a cost the budget limits"
-                )
-        if "latency_ms" in keys and not _latency_is_linear(cost_model):
-            raise ValueError(
-                "differentiable: a latency penalty needs the cost model's latency predictor (a LatencyPredictor: "
-                "linear in per-layer features); a measured latency cannot be relaxed. Use a latency predictor, or "
-                "set strategy option cost to 'flops' or 'params' with a budget on it"
-            )
-        self._penalties = [
-            (CostTerms(self.space, lambda a, k=key: cost_model.costs(a)[k], key), float(limits[key])) for key in keys
-        ]
+        keys = penalised_costs(cost_model, limits, self.config.cost, "differentiable (strategy option cost)")
+        self.relaxation.penalize(cost_model, limits, keys)
+        self._start_from(getattr(sn, "relaxation", None))
         self._evaluator = evaluator
         self._contexts = {}
+
+    def _start_from(self, trained: Mapping[str, Any] | None) -> None:
+        """Load the logits (and their Adam moments) of single-stage training when `init` is 'trained', or 'auto'
+        and the supernet carries them."""
+        init = self.config.init
+        if init == "trained" and trained is None:
+            raise ValueError(
+                "differentiable: init='trained' but the supernet carries no trained architecture logits; train it "
+                "with training.sampling: relaxed (single-stage), or set strategy option init to 'auto' or 'uniform'"
+            )
+        if init == "uniform" or trained is None:
+            return
+        if trained.get("space_signature") != self.space.signature():
+            raise ValueError("differentiable: the supernet's trained logits are over another search space")
+        self.relaxation.arch.load_state_dict(trained["state"])
+        self.started_from = "trained"
 
     # ----- ask/tell ------------------------------------------------------------
     def _schedule_over(self) -> bool:
@@ -145,82 +128,36 @@ class DifferentiableSearch(Strategy):
     # ----- relaxation ----------------------------------------------------------
     def tau(self, step: int | None = None) -> float:
         """The Gumbel-softmax temperature at `step`: geometric from tau_start to tau_end over all steps."""
-        c = self.config
-        total = c.rounds * c.steps_per_round
-        at = min(self.step if step is None else step, total - 1)
-        return c.tau_start * (c.tau_end / c.tau_start) ** (at / (total - 1)) if total > 1 else c.tau_start
+        return self.relaxation.tau(step)
 
     def _batch(self, index: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Fitness batch `index` on the supernet's device and its objective context, prepared once.
-
-        An objective with its own RNG (MLM masking) prepares it from a seeded state that is put back after,
-        so the context does not depend on what ran before and the objective's training stream is untouched.
-        """
+        """Fitness batch `index` on the supernet's device and its objective context, prepared once."""
         if index not in self._contexts:
             ev = self._evaluator
             device = next(ev.sn.parameters()).device
-            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in ev.batches[index].items()}
-            objective = ev.objective
-            saved = objective.get_rng_state() if hasattr(objective, "set_rng_state") else None
-            if saved is not None:
-                seed = self.seed * CONTEXT_SEED_OFFSET + index
-                objective.set_rng_state(torch.Generator().manual_seed(seed).get_state())
-            try:
-                with torch.no_grad():
-                    context = objective.prepare(ev.sn, batch)
-            finally:
-                if saved is not None:
-                    objective.set_rng_state(saved)
+            batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in ev.batches[index].items()}
+            context = prepared_context(ev.objective, ev.sn, batch, self.seed * CONTEXT_SEED_OFFSET + index)
             self._contexts[index] = (batch, context)
         return self._contexts[index]
-
-    def _penalty(self) -> torch.Tensor:
-        probs = self.relax.probabilities()
-        total = torch.zeros((), dtype=torch.float64)
-        for terms, limit in self._penalties:
-            ratio = terms.expected(probs) / (self.config.cost_target * limit)
-            total = total + torch.relu(ratio - 1)
-        return total
 
     def _relax_step(self) -> None:
         """Sample an arch (straight-through), its loss on the next fitness batch, one Adam step on the logits."""
         ev = self._evaluator
-        sample = self.relax.sample(self.generator, self.tau())
-        index = self.step % len(ev.batches)
+        index = self.relaxation.step % len(ev.batches)
         batch, context = self._batch(index)
-        self.step += 1
-        with frozen_eval(ev.sn, ev.objective):
-            with gated(ev.sn, sample):
-                loss, _ = ev.objective.loss(ev.sn, batch, sample.hull, context)
-            value = float(loss.detach())
-            if not torch.isfinite(loss.detach()):
-                self.skipped_steps += 1
-                return
-            baseline = self.baselines.get(index, value)
-            surrogate = loss.double() + (value - baseline) * self.relax.score_log_prob(sample)
-            grads = {"loss": self._grads(surrogate), "cost": self._grads(self._penalty())}
-        self.relax.adam_step(grads, self.config.arch_lr, self.config.cost_weight)
-        self.baselines[index] = BASELINE_DECAY * baseline + (1 - BASELINE_DECAY) * value
-
-    def _grads(self, value: torch.Tensor) -> dict[str, torch.Tensor]:
-        """d value / d logits, zeros for logits it does not depend on."""
-        logits = self.relax.logits
-        if not value.requires_grad:
-            return {k: torch.zeros_like(t) for k, t in logits.items()}
-        grads = torch.autograd.grad(value, list(logits.values()), allow_unused=True)
-        return {k: torch.zeros_like(t) if g is None else g for (k, t), g in zip(logits.items(), grads)}
+        self.relaxation.run_step(ev.sn, ev.objective, batch, context, index)
 
     def _candidates(self) -> list[ArchConfig]:
         """The mode, then distinct draws of the distribution by decreasing probability (`max_tries` draws)."""
-        draws = self.relax.draw(self.config.max_tries, self.generator)
+        draws = self.relaxation.arch.draw(self.config.max_tries, self.relaxation.generator)
         ranked = sorted(dict(draws).items(), key=lambda item: -item[1])  # stable: ties keep the draw order
-        mode = self.relax.mode()
+        mode = self.relaxation.arch.mode()
         return [mode, *(arch for arch, _ in ranked if arch != mode)]
 
     def _proposals(self, n: int) -> list[ArchConfig]:
         """Up to `n` new feasible archs: the candidates repaired into the budget, then (when the distribution has
         collapsed onto archs already evaluated) repaired mutants of the mode; every draw bounded by `max_tries`."""
-        mode = self.relax.mode()
+        mode = self.relaxation.arch.mode()
         queue = iter(self._candidates())
 
         def make() -> ArchConfig:
@@ -238,38 +175,35 @@ class DifferentiableSearch(Strategy):
     # ----- reporting -------------------------------------------------------------
     def expected_costs(self) -> dict[str, dict[str, float]]:
         """Each penalised cost's expectation under the relaxed distribution, its limit, and the mode's cost."""
-        with torch.no_grad():
-            probs = self.relax.probabilities()
-            mode = self.relax.mode()
-            return {
-                terms.name: {"expected": float(terms.expected(probs)), "limit": limit, "mode": terms.of(mode)}
-                for terms, limit in self._penalties
-            }
+        return self.relaxation.expected_costs()
 
     def extra_state(self) -> dict[str, Any]:
         """The search's own cost (seconds, passes, equivalent evaluations) and where the relaxation stands."""
         batches = len(self._evaluator.batches) if self._evaluator is not None else None
-        passes = self.step - self.skipped_steps
+        r = self.relaxation
+        passes = r.step - r.skipped_steps
         return {
             "differentiable": {
-                "relaxation_steps": self.step,
-                "skipped_steps": self.skipped_steps,
+                "started_from": self.started_from,
+                "relaxation_steps": r.step,
+                "skipped_steps": r.skipped_steps,
                 "forward_backward_passes": passes,
                 "batches_per_evaluation": batches,
                 "equivalent_evaluations": passes / batches if batches else None,
                 "relaxation_seconds": self.relax_seconds,
                 "round_seconds": list(self.round_seconds),
                 "tau": self.tau(),
-                "mode": self.relax.mode().to_dict(),
+                "mode": r.arch.mode().to_dict(),
                 "expected_costs": self.expected_costs(),
             }
         }
 
     def describe(self) -> StrategyEvent:
-        penalised = ", ".join(f"{t.name} <= {limit:,.6g}" for t, limit in self._penalties) or "none"
+        penalised = ", ".join(f"{t.name} <= {limit:,.6g}" for t, limit in self.relaxation.penalties) or "none"
         c = self.config
         message = (
             f"differentiable: {c.rounds} rounds of {c.steps_per_round} relaxation steps on the frozen supernet "
+            f"from {'the logits trained with it' if self.started_from == 'trained' else 'uniform logits'} "
             f"(tau {c.tau_start:g} -> {c.tau_end:g}), {c.top_k} proposals a round; cost penalty on {penalised}"
         )
         return StrategyEvent(message, {"differentiable/planned_steps": c.rounds * c.steps_per_round})
@@ -283,8 +217,9 @@ class DifferentiableSearch(Strategy):
         metrics.update({f"differentiable/expected_{k}": v["expected"] for k, v in costs.items()})
         shown = ", ".join(f"E[{k}] {v['expected']:,.6g} (limit {v['limit']:,.6g})" for k, v in costs.items())
         message = (
-            f"differentiable round {self.generation}: {len(archs)} proposals after {self.step} steps "
-            f"({self.round_seconds[-1]:.2f} s), tau {self.tau():.3g}, mode {self.relax.mode().to_json()}; {shown}"
+            f"differentiable round {self.generation}: {len(archs)} proposals after {self.relaxation.step} steps "
+            f"({self.round_seconds[-1]:.2f} s), tau {self.tau():.3g}, mode {self.relaxation.arch.mode().to_json()}; "
+            f"{shown}"
         )
         return StrategyEvent(message, metrics)
 
@@ -296,23 +231,17 @@ class DifferentiableSearch(Strategy):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["relaxation"] = {
-            **self.relax.state_dict(),
-            "generator": generator_to_json(self.generator),
-            "step": self.step,
-            "baselines": [[i, b] for i, b in sorted(self.baselines.items())],
+            **self.relaxation.state_dict(),
             "relax_seconds": self.relax_seconds,
             "round_seconds": list(self.round_seconds),
-            "skipped_steps": self.skipped_steps,
+            "started_from": self.started_from,
         }
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         r = state["relaxation"]
-        self.relax.load_state_dict(dict(r))
-        self.generator.set_state(generator_from_json(r["generator"]))
-        self.step = int(r["step"])
-        self.baselines = {int(i): float(b) for i, b in r["baselines"]}
+        self.relaxation.load_state_dict(dict(r))
         self.relax_seconds = float(r["relax_seconds"])
         self.round_seconds = [float(s) for s in r["round_seconds"]]
-        self.skipped_steps = int(r["skipped_steps"])
+        self.started_from = str(r.get("started_from", "uniform"))

@@ -333,3 +333,176 @@ class CostTerms:
         present = (depths[None, :] > torch.arange(self.space.max_depth)[:, None]).double() @ probs["depth"]  # [L]
         per_layer = self.layer[None, :] + probs["heads"] @ self.heads.T + probs["ffn"] @ self.ffn.T  # [L, hidden]
         return probs["hidden"] @ (self.base + present @ per_layer)
+
+
+# --------------------------------------------------------------------------- the relaxation step
+
+BASELINE_DECAY = 0.9  # of the per-batch moving-average loss the depth/hidden score-function term subtracts
+CONTEXT_SEED_OFFSET = 7919  # per-batch seeds of an objective's own RNG while its context is prepared
+COST_KEYS = {
+    "params": "params",
+    "non_embedding_params": "non_embedding_params",
+    "flops": "flops",
+    "latency": "latency_ms",
+}
+GradReducer = Callable[[dict[str, dict[str, torch.Tensor]]], dict[str, dict[str, torch.Tensor]]]
+
+
+def _latency_is_linear(cost_model: Any) -> bool:
+    """Whether the cost model's latency comes from a (linear, cheap) LatencyPredictor, not a measurement."""
+    from metanas.cost.latency_predictor import LatencyPredictor
+
+    source = getattr(cost_model, "_latency", None)
+    return isinstance(getattr(source, "__self__", source), LatencyPredictor)
+
+
+def penalised_costs(cost_model: Any, limits: dict[str, float], cost: str, who: str) -> list[str]:
+    """The cost-model keys the budget penalty is on: every limit ('auto') or the one `cost` names; a latency
+    needs a linear latency predictor. `who` starts the error messages (the option's owner)."""
+    if cost == "auto":
+        keys = list(limits)
+    else:
+        keys = [COST_KEYS[cost]]
+        if keys[0] not in limits:
+            limited = ", ".join(limits) or "nothing"
+            raise ValueError(
+                f"{who}: cost={cost!r} but the budget does not limit {keys[0]} (it limits {limited}); set cost to "
+                "'auto' or to a cost the budget limits"
+            )
+    if not keys:
+        raise ValueError(f"{who}: the budget limits nothing, so there is no cost to drive the relaxed arch into")
+    if "latency_ms" in keys and not _latency_is_linear(cost_model):
+        raise ValueError(
+            f"{who}: a latency penalty needs the cost model's latency predictor (a LatencyPredictor: linear in "
+            "per-layer features); a measured latency, or none, cannot be relaxed. Use a latency predictor, or set "
+            "cost to 'flops' or 'params' with a budget on it"
+        )
+    return keys
+
+
+def prepared_context(objective: Any, sn: Any, batch: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The objective's context for `batch` (no grad). An objective with its own RNG (MLM masking) prepares it
+    from a state seeded by `seed` that is put back after, so the context does not depend on what ran before
+    and the objective's training stream is untouched."""
+    saved = objective.get_rng_state() if hasattr(objective, "set_rng_state") else None
+    if saved is not None:
+        objective.set_rng_state(torch.Generator().manual_seed(seed).get_state())
+    try:
+        with torch.no_grad():
+            return objective.prepare(sn, batch)
+    finally:
+        if saved is not None:
+            objective.set_rng_state(saved)
+
+
+class Relaxation:
+    """Architecture logits and what trains them: the Gumbel generator, the temperature schedule over
+    `total_steps`, the per-batch loss baselines and the budget penalty.
+
+    One `step` samples an arch (straight-through), takes the objective's loss of that arch on a batch
+    with the supernet in eval mode, and moves the logits only (the weights get no gradient from it):
+
+        the objective's loss  +  its score-function term for depth/hidden/read heads, and
+        the penalty  sum over penalised costs of relu(E[cost] / (cost_target * limit) - 1).
+
+    The differentiable search steps it on the frozen trained supernet; relaxed supernet training
+    (`training.sampling: relaxed`) steps it once after every weight update (single-stage). `settings`
+    has `arch_lr`, `tau_start`, `tau_end`, `cost_weight` and `cost_target` (a `DifferentiableConfig`).
+    """
+
+    def __init__(self, space: SearchSpace, settings: Any, total_steps: int, seed: int) -> None:
+        self.space, self.settings, self.total_steps = space, settings, total_steps
+        self.arch = ArchLogits(space)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.step = 0  # relaxation steps done (the temperature schedule's clock)
+        self.baselines: dict[int, float] = {}  # batch index -> moving-average loss
+        self.skipped_steps = 0  # steps whose loss was not finite (no update)
+        self.penalties: list[tuple[CostTerms, float]] = []
+
+    def penalize(self, cost_model: Any, limits: dict[str, float], keys: Sequence[str]) -> None:
+        """Penalise the costs `keys` of `cost_model` against their absolute `limits`."""
+        self.penalties = [
+            (CostTerms(self.space, lambda a, k=key: cost_model.costs(a)[k], key), float(limits[key])) for key in keys
+        ]
+
+    def tau(self, step: int | None = None) -> float:
+        """The Gumbel-softmax temperature at `step`: geometric from tau_start to tau_end over all steps."""
+        s, total = self.settings, self.total_steps
+        at = min(self.step if step is None else step, total - 1)
+        return s.tau_start * (s.tau_end / s.tau_start) ** (at / (total - 1)) if total > 1 else s.tau_start
+
+    def penalty(self) -> torch.Tensor:
+        probs = self.arch.probabilities()
+        total = torch.zeros((), dtype=torch.float64)
+        for terms, limit in self.penalties:
+            total = total + torch.relu(terms.expected(probs) / (self.settings.cost_target * limit) - 1)
+        return total
+
+    def run_step(
+        self,
+        sn: Any,
+        objective: Any,
+        batch: dict[str, Any],
+        context: dict[str, Any],
+        index: int,
+        reduce: GradReducer | None = None,
+    ) -> float | None:
+        """One step on batch number `index`: returns the sampled arch's loss, or None when it was not finite
+        (no update). `reduce` combines the gradients across processes before the update (data parallel)."""
+        sample = self.arch.sample(self.generator, self.tau())
+        self.step += 1
+        with frozen_eval(sn, objective):
+            with gated(sn, sample):
+                loss, _ = objective.loss(sn, batch, sample.hull, context)
+            value = float(loss.detach())
+            finite = math.isfinite(value)
+            if finite:
+                baseline = self.baselines.get(index, value)
+                surrogate = loss.double() + (value - baseline) * self.arch.score_log_prob(sample)
+                grads = {"loss": self._grads(surrogate), "cost": self._grads(self.penalty())}
+        if reduce is not None:  # every process takes part, finite or not
+            flag = {"loss": {"finite": torch.tensor([float(finite)], dtype=torch.float64)}}
+            finite = bool(reduce(flag)["loss"]["finite"].min() >= 1.0)
+            if finite:
+                grads = reduce(grads)
+        if not finite:
+            self.skipped_steps += 1
+            return None
+        self.arch.adam_step(grads, self.settings.arch_lr, self.settings.cost_weight)
+        self.baselines[index] = BASELINE_DECAY * baseline + (1 - BASELINE_DECAY) * value
+        return value
+
+    def _grads(self, value: torch.Tensor) -> dict[str, torch.Tensor]:
+        """d value / d logits, zeros for logits it does not depend on."""
+        logits = self.arch.logits
+        if not value.requires_grad:
+            return {k: torch.zeros_like(t) for k, t in logits.items()}
+        grads = torch.autograd.grad(value, list(logits.values()), allow_unused=True)
+        return {k: torch.zeros_like(t) if g is None else g for (k, t), g in zip(logits.items(), grads)}
+
+    def expected_costs(self) -> dict[str, dict[str, float]]:
+        """Each penalised cost's expectation under the relaxed distribution, its limit, and the mode's cost."""
+        with torch.no_grad():
+            probs = self.arch.probabilities()
+            mode = self.arch.mode()
+            return {
+                terms.name: {"expected": float(terms.expected(probs)), "limit": limit, "mode": terms.of(mode)}
+                for terms, limit in self.penalties
+            }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Logits, Adam moments, generator, clock and baselines as JSON values."""
+        return {
+            **self.arch.state_dict(),
+            "generator": generator_to_json(self.generator),
+            "step": self.step,
+            "baselines": [[i, b] for i, b in sorted(self.baselines.items())],
+            "skipped_steps": self.skipped_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.arch.load_state_dict(state)
+        self.generator.set_state(generator_from_json(state["generator"]))
+        self.step = int(state["step"])
+        self.baselines = {int(i): float(b) for i, b in state["baselines"]}
+        self.skipped_steps = int(state["skipped_steps"])

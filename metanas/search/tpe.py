@@ -212,7 +212,12 @@ class OptunaSearch(Strategy):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", self._optuna.exceptions.ExperimentalWarning)
             if c.optuna_sampler == "tpe":
-                options = {"seed": seed, "n_startup_trials": c.n_startup_trials, "multivariate": c.multivariate}
+                options = {
+                    "seed": seed,
+                    "n_startup_trials": c.n_startup_trials,
+                    "multivariate": c.multivariate,
+                    "constant_liar": c.constant_liar,
+                }
                 if cached_tpe_supported():  # the same draws as TPESampler's, without its per-parameter rescans
                     return CachedTPESampler(distributions=self.distributions, cache=self._tpe_cache, **options)
                 return samplers.TPESampler(**options)

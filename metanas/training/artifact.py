@@ -43,6 +43,7 @@ def save_trained_supernet(
     num_labels: int | None,
     permutation: dict[str, list[list[int]]] | None,
     step: int,
+    relaxation: dict[str, Any] | None = None,
 ) -> None:
     meta = {
         "config": sn.config.to_dict(),
@@ -59,6 +60,7 @@ def save_trained_supernet(
         },
         "step": step,
         "recipe": recipe.to_dict(),
+        "relaxation": relaxation,  # the logits of single-stage training, for the differentiable search
     }
     payload = {
         "format": SUPERNET_FORMAT,
@@ -133,4 +135,5 @@ def load_trained_supernet(run_dir: str | os.PathLike) -> TrainedSupernet:
     sn.load_state_dict(data["supernet"])
     sn.source = meta["source"]
     sn.hidden_order = (meta.get("rewire") or {}).get("hidden")
+    sn.relaxation = meta.get("relaxation")
     return TrainedSupernet(supernet=sn.eval(), objective_state=data["objective"], meta=meta, run_dir=run_dir)

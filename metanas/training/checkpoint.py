@@ -40,6 +40,7 @@ class TrainState:
     batch_in_epoch: int = 0
     tokens_seen: int = 0
     before: dict[str, float] | None = None  # validation metric of the probe subnets before training
+    relaxation: dict[str, Any] | None = None  # the architecture logits' state (training.sampling: relaxed)
 
 
 @dataclass

@@ -6,7 +6,10 @@ rule and accumulates their gradients:
 - `sandwich` (BigNAS/AutoFormer): the largest, the smallest and N random subnets,
   optionally distilling the non-largest ones in place from the largest's detached
   last-layer Q/K/V relations;
-- `uniform` (SPOS): one random subnet.
+- `uniform` (SPOS): one random subnet;
+- `relaxed` (single-stage search): the sandwich with its random subnets drawn from architecture
+  logits that are trained alongside the weights, one relaxation step after every weight update
+  (`relaxed_sampling`).
 
 The subnets and the data order are pure functions of (seed, step) and (seed,
 epoch) (`schedule`); with the model, optimizer, scheduler and every RNG state in
@@ -38,6 +41,7 @@ from transformers import AutoTokenizer
 from metanas._io import atomic_dir, atomic_write_json, atomic_write_text
 from metanas._lock import RunLock
 from metanas.config import Recipe, recipe_changes
+from metanas.cost.model import CostModel
 from metanas.data import Collator, build_datasets, collate_rows
 from metanas.objectives.base import Objective
 from metanas.objectives.build import build_objective
@@ -59,6 +63,7 @@ from metanas.training.checkpoint import (
     rng_state,
     set_rng_state,
 )
+from metanas.training.relaxed_sampling import RelaxedSampling, check_relaxed_recipe, mean_over_ranks
 from metanas.training.schedule import EpochOrder, adamw, eval_archs, lr_multiplier, param_groups, step_archs
 
 logger = logging.getLogger(__name__)
@@ -162,8 +167,9 @@ def check_recipe(recipe: Recipe) -> None:
     t = recipe.training
     if recipe.objective.name == "task" and recipe.data.label_column is None:
         raise ValueError(NO_LABELS_MESSAGE)
-    if t.inplace_distill and t.sampling != "sandwich":
-        raise ValueError("training.inplace_distill needs training.sampling=sandwich (the largest subnet is the target)")
+    if t.inplace_distill and t.sampling == "uniform":  # the largest subnet is the target
+        raise ValueError("training.inplace_distill needs training.sampling sandwich or relaxed, not uniform")
+    check_relaxed_recipe(recipe)
 
 
 class _Window:
@@ -192,7 +198,13 @@ class SupernetTrainer:
     and RNG states, which is exactly what `save_checkpoint` writes.
     """
 
-    def __init__(self, recipe: Recipe, run_dir: str | os.PathLike | None = None, resume: bool = False) -> None:
+    def __init__(
+        self,
+        recipe: Recipe,
+        run_dir: str | os.PathLike | None = None,
+        resume: bool = False,
+        cost_model: CostModel | None = None,
+    ) -> None:
         if run_dir is None and recipe.run_dir is None:
             raise ValueError("no run directory: set run_dir in the recipe or pass --run-dir")
         self.recipe, self.resume = recipe, resume
@@ -224,7 +236,7 @@ class SupernetTrainer:
         np.random.seed(t.seed + self.rank)
         torch.manual_seed(t.seed + self.rank)
         self._build_data()
-        self._build_model()
+        self._build_model(cost_model)
         self.state = TrainState()
         if resume:
             self._restore()
@@ -249,8 +261,9 @@ class SupernetTrainer:
             for i in range(0, n_val, t.batch_size)
         ]
 
-    def _build_model(self) -> None:
-        """The converted (and rewired) supernet, the objective, the optimizer and the LR schedule."""
+    def _build_model(self, cost_model: CostModel | None) -> None:
+        """The converted (and rewired) supernet, the objective, the optimizer, the LR schedule, and with relaxed
+        sampling the architecture logits (costs from `cost_model`, default: params and FLOPs by formula)."""
         r, t = self.recipe, self.recipe.training
         sn = ElasticBert.from_teacher(self.teacher_path, space_overrides=r.space)
         self.permutation = None
@@ -278,6 +291,7 @@ class SupernetTrainer:
             self.optimizer, functools.partial(lr_multiplier, warmup=warmup, total=t.steps, schedule=t.schedule)
         )
         self.archs_to_eval = eval_archs(sn.space)
+        self.relaxed = RelaxedSampling.for_recipe(r, sn.space, cost_model, self.val_batches)
         self.relation_heads = t.inplace_relation_heads or getattr(
             objective, "relation_heads", max(sn.space.head_choices)
         )
@@ -298,6 +312,10 @@ class SupernetTrainer:
         for group, flag in zip(self.optimizer.param_groups, fused):  # an older checkpoint's groups say unfused
             group["fused"] = flag
         self.state = ckpt.state
+        if self.relaxed is not None:
+            if self.state.relaxation is None:
+                raise ValueError(f"{str(self.ckpt_path)!r} was not written by relaxed training; resume it as it ran")
+            self.relaxed.relaxation.load_state_dict(self.state.relaxation)
         set_rng_state(ckpt.rng[self.rank], self.objective)
         changed = recipe_changes(ckpt.recipe, self.recipe.to_dict())
         if changed:
@@ -322,6 +340,8 @@ class SupernetTrainer:
         return scores
 
     def save_checkpoint(self) -> None:
+        if self.relaxed is not None:
+            self.state.relaxation = self.relaxed.relaxation.state_dict()
         rng = _all_gather(rng_state(self.objective), self.world)
         if self.is_main:
             modules = {name: module.state_dict() for name, module in self._modules().items()}
@@ -397,7 +417,10 @@ class SupernetTrainer:
         """One optimizer step over the sampling rule's subnets and `grad_accum` micro-batches."""
         t = self.recipe.training
         started = time.perf_counter()
-        archs = step_archs(self.sn.space, t.sampling, t.seed, self.state.step, t.num_random)
+        if self.relaxed is not None:
+            archs = self.relaxed.archs(self.state.step)
+        else:
+            archs = step_archs(self.sn.space, t.sampling, t.seed, self.state.step, t.num_random)
         losses: dict[str, list[float]] = {}
         self.ddp_model.train()
         tokens = sum(self._micro_step(archs, micro == t.grad_accum - 1, losses) for micro in range(t.grad_accum))
@@ -408,6 +431,11 @@ class SupernetTrainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.relaxed is not None:
+            reduce = functools.partial(mean_over_ranks, self.world, self.device) if self.world > 1 else None
+            value = self.relaxed.update(self.sn, self.objective, self.val_batches, self.device, self.autocast, reduce)
+            if value is not None:
+                losses["loss/relaxation"] = [value]
         self.state.step += 1
         self.state.tokens_seen += tokens * self.world
         window.add(losses, grad_norm, tokens * self.world, time.perf_counter() - started)
@@ -522,6 +550,8 @@ class SupernetTrainer:
             "after": after,
             "final_losses": final_losses,
         }
+        if self.relaxed is not None:
+            summary["relaxation"] = self.relaxed.summary()
         if self.is_main:
             tracker.summary(
                 {
@@ -539,6 +569,7 @@ class SupernetTrainer:
                 self.bundle.num_labels,
                 self.permutation,
                 s.step,
+                None if self.relaxed is None else self.relaxed.saved(),
             )
             with atomic_dir(self.run_dir / TOKENIZER_DIR, overwrite=True) as tmp:
                 self.tokenizer.save_pretrained(str(tmp))
@@ -546,16 +577,22 @@ class SupernetTrainer:
         self.accelerator.wait_for_everyone()
 
 
-def train_supernet(recipe: Recipe, run_dir: str | os.PathLike | None = None, resume: bool = False) -> TrainResult:
+def train_supernet(
+    recipe: Recipe,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    cost_model: CostModel | None = None,
+) -> TrainResult:
     """Train the supernet of `recipe` into `run_dir` (default: `recipe.run_dir`).
 
     `resume=True` continues from `run_dir/checkpoint.pt` exactly; without it an
     existing checkpoint is an error, so a finished run is never overwritten by accident.
     Ctrl-C saves a checkpoint at the next step boundary and raises `TrainingInterrupted`.
-    The run directory is locked for the run (by rank 0 under torchrun or accelerate).
+    The run directory is locked for the run (by rank 0 under torchrun or accelerate). `cost_model`: the costs
+    `training.sampling: relaxed` drives into the budget (default: params and FLOPs by formula, no latency).
     """
     check_recipe(recipe)  # before the lock: a recipe that cannot train leaves no directory behind
     target = run_dir if run_dir is not None else recipe.run_dir
     main = int(os.environ.get("RANK", "0")) == 0
     with RunLock(target) if main and target is not None else contextlib.nullcontext():
-        return SupernetTrainer(recipe, run_dir, resume).run()
+        return SupernetTrainer(recipe, run_dir, resume, cost_model).run()
