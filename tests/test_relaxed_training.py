@@ -212,3 +212,13 @@ def test_two_process_relaxed_training_keeps_weights_and_logits_identical(teacher
         assert torch.equal(v, ranks[1]["state"][k]), k
     saved = json.loads(torch.load(run_dir / SUPERNET_FILE, weights_only=True)["meta_json"])["relaxation"]
     assert saved["state"] == json.loads(ranks[0]["logits"])
+
+
+def test_compress_checks_relaxed_settings_before_any_stage(teacher):
+    """The preflight of `compress` (and of its dry run) refuses bad single-stage settings before the latency stage."""
+    from metanas.pipeline.checks import preflight
+
+    recipe = Recipe.from_dict({**relaxed_recipe(teacher).to_dict(), "training": {"relaxation": {"arch_lr": 0.1}}})
+    with pytest.raises(ValueError, match="training.relaxation is set but training.sampling is not 'relaxed'"):
+        preflight(recipe, None, None)
+    assert preflight(relaxed_recipe(teacher), None, None) == []

