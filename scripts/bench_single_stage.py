@@ -40,11 +40,7 @@ DEFAULT_CACHE = Path(os.environ.get("METANAS_BENCH_CACHE", "~/.cache/metanas/sui
 def relaxed_table(suite: Any, spec: Any, cache: Path, limit: float) -> tuple[TaskTable, float]:
     """The task trained single-stage (cached under <cache>/single-stage/) as a table over its own supernet,
     and the training seconds (0 when it was cached)."""
-    table = TaskTable(suite, spec, cache)
-    root = cache / "single-stage" / task_dir(suite, spec, cache).name
-    table.dir, table.run_dir = root, root / "supernet"
-    table.path, table.info_path = root / "table.jsonl", root / "table.meta.json"
-    table.rows, table._info = {}, None
+    table = TaskTable(suite, spec, cache, cache / "single-stage" / task_dir(suite, spec, cache).name)
     seconds = 0.0
     if not (table.run_dir / SUPERNET_FILE).is_file():
         base = task_recipe(suite, spec, cache)

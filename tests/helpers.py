@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import string
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -133,3 +134,13 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout:.0f}s: {what}")
         time.sleep(interval)
+
+
+def torchrun_two(driver: Path, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`python -m torch.distributed.run --nproc_per_node 2 DRIVER ARGS...` in the test environment (offline, one
+    thread per process, the datasets cache under `tmp_path`); asserts it exited 0."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(driver), *args]
+    env = child_env(hf_datasets_cache=tmp_path / "hf-cache")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc

@@ -10,13 +10,11 @@ settings are one clear error.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import child_env, tiny_teacher_dir
+from helpers import tiny_teacher_dir, torchrun_two
 
 from metanas.config import Recipe
 from metanas.cost import Budget, CostModel
@@ -191,20 +189,7 @@ def test_two_process_relaxed_training_keeps_weights_and_logits_identical(teacher
     recipe = tmp_path / "relaxed.yaml"
     recipe.write_text(relaxed_recipe(teacher, steps=6, checkpoint_every=3).to_yaml(), encoding="utf-8")
     run_dir = tmp_path / "ddp"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        str(driver),
-        str(recipe),
-        str(run_dir),
-    ]
-    proc = subprocess.run(
-        cmd, env=child_env(hf_datasets_cache=tmp_path / "hf-cache"), capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    torchrun_two(driver, str(recipe), str(run_dir), tmp_path=tmp_path)
     ranks = [torch.load(run_dir / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert ranks[0]["logits"] == ranks[1]["logits"]
     assert json.loads(ranks[0]["logits"])["step"] == 6

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import child_env, tiny_teacher_dir, wait_until
+from helpers import child_env, tiny_teacher_dir, torchrun_two, wait_until
 from transformers import AutoTokenizer
 
 from metanas.cli import main
@@ -386,20 +386,7 @@ def test_two_process_distributed_ddp_on_cpu_keeps_ranks_identical_and_learns(tea
     training = {"steps": 16, "lr": 0.003, "eval_every": 0, "checkpoint_every": 8, "log_every": 4, "grad_accum": 2}
     recipe = write_recipe(tmp_path / "ddp.yaml", recipe_dict(teacher, "mlm", **training))
     run_dir = tmp_path / "ddp"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        str(driver),
-        str(recipe),
-        str(run_dir),
-    ]
-    proc = subprocess.run(
-        cmd, env=child_env(hf_datasets_cache=tmp_path / "hf-cache"), capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    torchrun_two(driver, str(recipe), str(run_dir), tmp_path=tmp_path)
     ranks = [torch.load(run_dir / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert ranks[0]["world"] == ranks[1]["world"] == 2
     assert max_abs_diff(ranks[0]["state"], ranks[1]["state"]) == 0.0

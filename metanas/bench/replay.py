@@ -93,7 +93,7 @@ def replay_run(
         strategy.attach_evaluator(evaluator, target.cost_model, target.budget)
     trace: list[float] = []
     origins: list[str] = []
-    best: tuple[float, ArchConfig] | None = None
+    proposed: list[ArchConfig] = []
     lookup_seconds = 0.0
     started = time.perf_counter()
     while len(trace) < evals and not strategy.done:
@@ -105,7 +105,7 @@ def replay_run(
         values = [lookup(a) for a in archs]
         lookup_seconds += time.perf_counter() - before
         trace += values
-        best = max([*([best] if best else []), *zip(values, archs)], key=lambda pair: pair[0])
+        proposed += archs
         strategy.tell(archs, values, [target.costs(a) for a in archs])
     seconds = time.perf_counter() - started
     return {
@@ -116,7 +116,7 @@ def replay_run(
         "seconds": seconds,
         "strategy_seconds": seconds - lookup_seconds,  # the strategy's own work: what a table replay costs
         "extra": strategy.extra_state(),
-        "best_arch": None if best is None else best[1].to_dict(),
+        "best_arch": proposed[int(np.argmax(trace))].to_dict() if trace else None,  # the first of equal bests
     }
 
 

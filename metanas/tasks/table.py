@@ -33,10 +33,11 @@ CLASSIFICATION_METRIC = "cross_entropy"  # a table ranks classifiers by validati
 class TaskTable:
     """Fitness of archs on one task's trained supernet, loaded from and appended to `table.jsonl`."""
 
-    def __init__(self, suite: TaskSuite, task: TaskSpec, cache: Path) -> None:
+    def __init__(self, suite: TaskSuite, task: TaskSpec, cache: Path, directory: Path | None = None) -> None:
+        """`directory`: where the supernet and table live (default: the task's own, under `cache`)."""
         self.suite = suite
         self.task = task
-        self.dir = task_dir(suite, task, cache)
+        self.dir = directory if directory is not None else task_dir(suite, task, cache)
         self.run_dir = self.dir / "supernet"
         self.path = self.dir / "table.jsonl"
         self.info_path = self.dir / "table.meta.json"

@@ -92,12 +92,10 @@ class RelaxedSampling:
         try:
             limits = cost_model.check_feasible(budget).limits()
         except ValueError as e:
-            raise ValueError(
-                f"{WHO}: {e} (metanas compress fits the latency predictor before training; train-supernet alone "
-                "relaxes params and FLOPs only)"
-                if "latency" in str(e)
-                else f"{WHO}: {e}"
-            ) from None
+            no_latency = budget.latency_ms is not None and not cost_model.has_latency
+            hint = " (metanas compress fits the latency predictor before training; train-supernet alone relaxes "
+            hint += "params and FLOPs only)"
+            raise ValueError(f"{WHO}: {e}{hint if no_latency else ''}") from None
         keys = penalised_costs(cost_model, limits, settings.cost, f"{WHO} (training.relaxation.cost)")
         self.relaxation = Relaxation(space, settings, steps, seed)
         self.relaxation.penalize(cost_model, limits, keys)
