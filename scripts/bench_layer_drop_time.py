@@ -71,7 +71,7 @@ def main() -> None:
     def run(model: torch.nn.Module, steps: int) -> dict:
         return distill(
             model, teacher, bundle.train, collate, steps, e.distill_lr, e.distill_batch_size, e.distill_bf16,
-            seed=recipe.training.seed, cache=cache,
+            seed=recipe.training.seed, cache=cache, dropout=e.distill_dropout,
         )  # fmt: skip
 
     steps, seconds = args.steps, args.seconds

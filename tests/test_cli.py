@@ -132,7 +132,7 @@ def test_shipped_recipes_parse():
     quick = recipes["quickstart.yaml"]
     assert quick.teacher.path is None and quick.objective.name == "kd"  # the bundled all-MiniLM-L6-v2
     assert quick.budget.latency_ms == "50%" and quick.budget.seq_len == 128 and quick.budget.batch_size == 1
-    assert quick.search.latency.margin == 0.05 and quick.search.latency.verify == 6 and quick.threads == 1
+    assert quick.search.latency.margin == 0.05 and quick.search.latency.verify == 6 and quick.threads is None
     assert quick.space == {
         "hidden_choices": [384],
         "depth_choices": [2, 3, 4, 5, 6],

@@ -26,6 +26,7 @@ from metanas.cli import main
 from metanas.config import Recipe, load_recipe
 from metanas.cost import CostModel
 from metanas.pipeline import STAGES, compress
+from metanas.pipeline.reporting import budget_verdict, timing_noise
 from metanas.pipeline.run import heldout_ranges
 from metanas.pipeline.stagelog import dependents, stage_fingerprints
 from metanas.search.runner import STATE_FILE
@@ -65,6 +66,30 @@ def finished(tmp_path_factory, history):
 
 
 # --------------------------------------------------------------------------- parts
+
+
+def test_a_latency_overrun_smaller_than_the_rounds_spread_is_within_timing_noise():
+    """Relative limit: the spread is that of the per-round student/teacher ratios, not of either model alone."""
+    teacher = [20.0, 22.0, 21.0]  # ms per interleaved round; the limit is 50% of the best, 10.0 ms
+    student = [10.2, 10.6, 10.3]  # ratios 0.510, 0.482, 0.490: spread 0.510 / 0.482 - 1 = 5.8%
+    check = {"limit": 10.0, "value": 10.2, "ok": False}
+    noise = timing_noise(check, student, teacher)
+    assert noise["over_by"] == pytest.approx(0.02)
+    assert noise["spread"] == pytest.approx((10.2 / 20.0) / (10.6 / 22.0) - 1)
+    assert noise["within_noise"] is True
+    assert budget_verdict({"latency_ms": {**check, **noise}}) == "within timing noise"
+    # 8% over is more than the rounds disagree: a real miss
+    far = {"limit": 10.0, "value": 10.8, "ok": False}
+    assert timing_noise(far, [10.8, 11.9, 11.3], teacher)["within_noise"] is False  # ratios 0.540 .. 0.541
+    # an absolute limit: the student's own rounds (10.2 .. 10.6, 3.9%)
+    absolute = timing_noise(check, student, None)
+    assert absolute["spread"] == pytest.approx(10.6 / 10.2 - 1) and absolute["within_noise"] is True
+    # under the limit is never "within noise", and any other failed limit makes the verdict no
+    ok = {"limit": 10.0, "value": 9.0, "ok": True}
+    assert timing_noise(ok, [9.0, 9.5], None)["within_noise"] is False
+    assert budget_verdict({"latency_ms": {**ok, "within_noise": False}}) == "yes"
+    params = {"limit": 1e6, "value": 2e6, "ok": False}
+    assert budget_verdict({"latency_ms": {**check, **noise}, "params": params}) == "no"
 
 
 def test_uniform_shrink_takes_the_largest_even_fraction_within_budget():
@@ -415,6 +440,9 @@ def test_latency_budget_protocol_times_candidates_beside_the_teacher(tmp_path, m
     assert check["value"] == report["student"]["latency_ms"]
     assert check["ok"] == (check["value"] <= check["limit"])
     assert report["within_budget"] == (report["student"]["latency_ms"] <= 0.7 * report["teacher"]["latency_ms"])
+    assert report["student"]["latency_rounds_ms"] == [check["value"]]  # report.latency_rounds=1
+    assert check["spread"] == 0 and check["within_noise"] is False  # one round: no spread to forgive an overrun
+    assert report["budget_verdict"] == ("yes" if check["ok"] else "no")
 
 
 @pytest.mark.slow

@@ -95,6 +95,22 @@ def test_onnx_and_int8_files_run_in_a_fresh_process_without_metanas(tmp_path):
     assert (tmp_path / "onnx" / INT8_FILE).stat().st_size < (tmp_path / "onnx" / ONNX_FILE).stat().st_size
 
 
+def test_int8_weights_have_one_scale_per_output_channel(tmp_path):
+    """Per-tensor scales cost the real MiniLM 0.954 -> 0.991 embedding Spearman; the int8 file must be per-channel."""
+    import onnx
+
+    model = tiny_teacher("bert")
+    shipped = export_onnx(model, tmp_path, "onnx-int8")
+    graph = onnx.load(str(shipped)).graph
+    inits = {t.name: t for t in graph.initializer}
+    weights = [n for n in graph.node if n.op_type == "MatMulInteger"]
+    assert len(weights) >= 4 * 2  # Q, K, V, output and the two FFN matmuls of each of the 2 layers
+    for node in weights:
+        quantized = node.input[1]  # the int8 weight: its zero point has one entry per output column
+        zero_point = inits[node.input[3]]
+        assert list(zero_point.dims) == [inits[quantized].dims[-1]], node.name
+
+
 @pytest.mark.parametrize(
     "kind,arch",
     [("bert", ArchConfig(2, 28, (3, 3), (32, 32))), ("roberta", ArchConfig(2, 24, (3, 3), (16, 16)))],

@@ -107,3 +107,19 @@ def test_a_cache_that_stops_storing_still_serves_what_it_holds(rows: Rows) -> No
 def test_a_negative_limit_is_refused() -> None:
     with pytest.raises(ValueError, match="teacher cache size"):
         TeacherCache(-1)
+
+
+def test_the_final_distillation_runs_without_dropout_unless_asked(rows: Rows) -> None:
+    """dropout=False (the default) trains exactly like the same student with every dropout probability at 0."""
+    teacher, student = tiny_bert(0), tiny_bert(1, layers=1)
+    assert student.config.hidden_dropout_prob > 0 and student.config.attention_probs_dropout_prob > 0
+    zeroed = copy.deepcopy(student)
+    for module in zeroed.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    off = distill(copy.deepcopy(student), teacher, rows, collate, steps=6, lr=1e-3, batch_size=4)
+    zero = distill(zeroed, teacher, rows, collate, steps=6, lr=1e-3, batch_size=4, dropout=True)
+    on = distill(copy.deepcopy(student), teacher, rows, collate, steps=6, lr=1e-3, batch_size=4, dropout=True)
+    losses = {name: [h["loss"] for h in r["history"]] for name, r in (("off", off), ("zero", zero), ("on", on))}
+    assert losses["off"] == pytest.approx(losses["zero"], abs=1e-6)
+    assert abs(losses["on"][0] - losses["off"][0]) > 1e-4  # dropout really changes the forward

@@ -175,17 +175,34 @@ def measure_models_latency(
     runs: int = 50,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Latency (ms) of each model: HAT mean of the middle 80%, best of `rounds` interleaved rounds.
+    """Latency (ms) of each model: HAT mean of the middle 80%, best of `rounds` interleaved rounds."""
+    timed = measure_models_rounds(models, vocab_size, batch_size, seq_len, threads, rounds, warmup, runs, seed)
+    return {name: min(ms) for name, ms in timed.items()}
+
+
+def measure_models_rounds(
+    models: Mapping[str, nn.Module | OnnxEncoder],
+    vocab_size: int,
+    batch_size: int,
+    seq_len: int,
+    threads: int | None = None,
+    rounds: int = 3,
+    warmup: int = 10,
+    runs: int = 50,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """Each model's latency (ms, HAT mean of the middle 80%) in each of `rounds` interleaved rounds.
 
     Every model sees the same seeded random ids; rounds alternate the models (and
     which one goes first), so a burst of load from another process is shared rather
-    than landing on one model. An `OnnxEncoder` (export.format onnx / onnx-int8) is
-    timed like a torch model; its thread count is the one its session was made with.
+    than landing on one model, and two models' latencies in one round are comparable.
+    An `OnnxEncoder` (export.format onnx / onnx-int8) is timed like a torch model; its
+    thread count is the one its session was made with.
     """
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, vocab_size, (batch_size, seq_len), generator=gen)
     mask = torch.ones_like(ids)
-    best = {name: math.inf for name in models}
+    timed: dict[str, list[float]] = {name: [] for name in models}
     names = list(models)
     with torch_threads(threads), torch.inference_mode():
         with tqdm(total=rounds * len(models), desc="latency", unit="model") as bar:
@@ -194,9 +211,9 @@ def measure_models_latency(
                     model = models[name]
                     model.eval()
                     stats = measure_latency(lambda m=model: m(input_ids=ids, attention_mask=mask), warmup, runs)
-                    best[name] = min(best[name], stats.mean_ms)
+                    timed[name].append(stats.mean_ms)
                     bar.update()
-    return best
+    return timed
 
 
 def timing_supernet(config: PretrainedConfig, space: SearchSpace) -> ElasticBert:

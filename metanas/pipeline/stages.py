@@ -203,6 +203,7 @@ def _export_one(
                 lr=e.distill_lr,
                 batch_size=e.distill_batch_size,
                 bf16=e.distill_bf16,
+                dropout=e.distill_dropout,
                 seed=run.recipe.training.seed,
                 desc=f"distill {name}",
                 cache=cache,

@@ -132,11 +132,16 @@ def _torch_to_onnx(model: nn.Module, path: Path) -> None:
 
 
 def _quantize(src: Path, dst: Path) -> None:
-    """onnxruntime's dynamic quantization: int8 weights, activations quantized per batch at run time."""
+    """onnxruntime's dynamic quantization: int8 weights, one scale per output channel, activations per batch.
+
+    Per-channel weight scales: on all-MiniLM-L6-v2 they lift the int8 model's embedding
+    Spearman against fp32 from 0.954 (one scale per tensor, onnxruntime's default) to
+    0.991 at the same latency (docs/benchmarks.md, "Deployment formats").
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet([""], logging.ERROR):  # it logs a "consider pre-processing" hint on the root logger every call
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
 
 
 def export_onnx(model: nn.Module, model_dir: str | os.PathLike, fmt: str) -> Path:

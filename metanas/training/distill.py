@@ -91,6 +91,7 @@ def distill(
     seed: int = 0,
     desc: str = "distill",
     cache: TeacherCache | None = None,
+    dropout: bool = False,
 ) -> dict[str, Any]:
     """Distil a standalone `student` from `teacher` for `steps` AdamW steps on `rows` (tokenized examples).
 
@@ -98,13 +99,15 @@ def distill(
     data in the same order; linear warmup over 10% of the steps, then linear decay.
     `cache` (shared by every model distilled from this teacher) keeps the teacher's
     outputs per example, so the teacher runs once per example drawn, not once per
-    step and model.
+    step and model. `dropout` False runs the student in eval mode (no dropout; the
+    gradients are the same computation): over a few hundred steps the noise costs
+    more than it regularises (docs/benchmarks.md).
     """
     if len(rows) < batch_size:
         raise ValueError(f"final distillation: {len(rows)} training examples, fewer than one batch of {batch_size}")
     rng = random.Random(f"metanas-distill:{seed}")
     torch.manual_seed(seed)
-    student.train()
+    student.train(dropout)
     teacher.eval()
     optimizer = adamw(param_groups(student, 0.01), lr=lr)
     warmup = max(1, int(0.1 * steps))
