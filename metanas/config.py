@@ -342,6 +342,9 @@ class ExportSection:
 
     overwrite: bool = False
     distill_steps: int = field(default=0, metadata=_meta(_NON_NEGATIVE))
+    # a time budget instead of a step count: the student distils as many steps as fit in this many seconds (its pace
+    # timed on a 20-step probe), at most distill_steps, and every baseline the same number (null: distill_steps)
+    distill_seconds: float | None = field(default=None, metadata=_meta(_POSITIVE))
     distill_lr: float = field(default=1e-4, metadata=_meta(_POSITIVE))
     distill_batch_size: int = field(default=16, metadata=_meta(_POSITIVE))
     distill_bf16: bool = False
@@ -356,6 +359,10 @@ class ExportSection:
     format: str = field(default="torch", metadata=_meta(choices=_export_formats))
 
     def __post_init__(self) -> None:
+        if self.distill_seconds is not None and self.distill_steps == 0:
+            raise ValueError(
+                "export.distill_seconds needs export.distill_steps > 0: the most steps the time budget may run"
+            )
         missing = missing_modules(self.format)
         if missing:
             raise ValueError(f"export.format {self.format!r} needs {', '.join(missing)}, not installed: {INSTALL_HINT}")

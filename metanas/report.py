@@ -205,6 +205,21 @@ def _models_table(rows: list[tuple[str, Mapping[str, Any]]], metric: str) -> lis
     return lines
 
 
+def _budget_lines(report: Mapping[str, Any]) -> list[str]:
+    """The verdict, then each limit against the re-measured student (latency: with the timing's own spread)."""
+    verdict = report.get("budget_verdict", _num(report["within_budget"]))
+    lines = ["", f"Within budget (re-measured exported student): **{verdict}**", ""]
+    for key, check in report["budget_check"].items():
+        line = f"- {key}: {_num(check['value'], 2)} <= {_num(check['limit'], 2)}: {_num(check['ok'])}"
+        if "spread" in check:
+            line += (
+                f" ({100 * check['over_by']:+.1f}% against the limit; the timing rounds of this report differ by "
+                f"{100 * check['spread']:.1f}%)"
+            )
+        lines.append(line)
+    return lines
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     """A human-readable `report.md` from the report dict (the JSON stays the source of truth)."""
     t, s = report["teacher"], report["student"]
@@ -227,16 +242,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             "as ONNX Runtime sessions; the teacher row is the torch model, and the budget's relative latency "
             f"is checked against the teacher in `{fmt}` ({_num(t.get('shipped_latency_ms'), 2)} ms).",
         ]
-    verdict = report.get("budget_verdict", _num(report["within_budget"]))
-    lines += ["", f"Within budget (re-measured exported student): **{verdict}**", ""]
-    for key, check in report["budget_check"].items():
-        line = f"- {key}: {_num(check['value'], 2)} <= {_num(check['limit'], 2)}: {_num(check['ok'])}"
-        if "spread" in check:
-            line += (
-                f" ({100 * check['over_by']:+.1f}% against the limit; the timing rounds of this report differ by "
-                f"{100 * check['spread']:.1f}%)"
-            )
-        lines.append(line)
+    lines += _budget_lines(report)
     if s.get("embedding_cosine") is not None:
         lines += ["", f"Mean cosine of student and teacher sentence embeddings: {s['embedding_cosine']:.4f}"]
     lines += _downstream_table(rows)
@@ -276,7 +282,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         ]
     distill = report["distillation"]
     if distill["steps"]:
-        lines += [f"Final distillation: {distill['steps']} steps for the student and every baseline alike.", ""]
+        budget = distill.get("seconds_budget")
+        fitted = f" (as many as fit in {budget:g} s for the student)" if budget else ""
+        lines += [f"Final distillation: {distill['steps']} steps{fitted} for the student and every baseline alike.", ""]
     plots = report["plots"]
     lines += [f"![Pareto front]({plots['pareto']})", "", f"![Search curve]({plots['curve']})", ""]
     lines += ["## Stage times", "", "Seconds per stage (the report stage itself not included).", ""]

@@ -29,6 +29,7 @@ from metanas.pipeline import STAGES, compress
 from metanas.pipeline.reporting import budget_verdict, timing_noise
 from metanas.pipeline.run import heldout_ranges
 from metanas.pipeline.stagelog import dependents, stage_fingerprints
+from metanas.pipeline.stages import steps_in_seconds
 from metanas.search.runner import STATE_FILE
 from metanas.space import SearchSpace
 from metanas.tracking import read_metrics
@@ -90,6 +91,13 @@ def test_a_latency_overrun_smaller_than_the_rounds_spread_is_within_timing_noise
     assert budget_verdict({"latency_ms": {**ok, "within_noise": False}}) == "yes"
     params = {"limit": 1e6, "value": 2e6, "ok": False}
     assert budget_verdict({"latency_ms": {**check, **noise}, "params": params}) == "no"
+
+
+def test_a_distillation_time_budget_runs_what_fits_between_one_step_and_the_most():
+    assert steps_in_seconds(60.0, 0.25, 2000) == 240
+    assert steps_in_seconds(60.0, 0.01, 2000) == 2000  # capped by export.distill_steps
+    assert steps_in_seconds(0.1, 0.25, 2000) == 1  # always at least one step
+    assert steps_in_seconds(60.0, 0.0, 300) == 300  # a pace too fast to time: the most
 
 
 def test_uniform_shrink_takes_the_largest_even_fraction_within_budget():
@@ -280,6 +288,15 @@ def test_rerun_skips_done_stages_and_changed_export_needs_overwrite(finished, tm
     assert main(["compress", str(TINY), "--out", str(run_dir), "--no-wandb", "training.steps=17"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "training.steps" in err and "another --out" in err
+
+    # A time budget: the student's pace decides its steps (1 to export.distill_steps), every baseline gets as many.
+    for seconds, expected in (("1e-9", 1), ("1e9", 8)):
+        timed = [*OVERRIDES, f"export.distill_seconds={seconds}", "export.overwrite=true"]
+        assert main(["compress", str(TINY), "--out", str(run_dir), "--no-wandb", *timed]) == 0
+        parts = json.loads((run_dir / "stages.json").read_text())["stages"]["export"]["info"]["parts"]
+        assert {name: part["distill"]["steps"] for name, part in parts.items()} == dict.fromkeys(parts, expected)
+        distillation = json.loads((run_dir / "report.json").read_text())["distillation"]
+        assert distillation["steps"] == expected and distillation["seconds_budget"] == float(seconds)
 
 
 @pytest.mark.slow

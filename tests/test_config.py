@@ -64,6 +64,8 @@ def test_unknown_keys_name_the_full_key_and_suggest_the_nearest(raw, message):
         ({"data": {"max_length": 1}}, "data: DataConfig.max_length must be an integer >= 2"),
         ({"teacher": {"path": " "}}, "teacher.path must be a directory or hub id"),
         ({"training": 3}, "training must be a mapping"),
+        ({"export": {"distill_seconds": 0}}, "export.distill_seconds must be > 0, got 0"),
+        ({"export": {"distill_seconds": 60}}, "export.distill_seconds needs export.distill_steps > 0"),
     ],
 )
 def test_bad_values_name_the_field_and_allowed_values(raw, message):

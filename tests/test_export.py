@@ -12,6 +12,7 @@ from tiny_models import random_batch, tiny_teacher
 
 import metanas
 from metanas import ArchConfig
+from metanas.supernet.convert import TeacherLoadError, load_teacher_model
 from metanas.supernet.export import build_subnet_model, is_vanilla
 
 RELOAD = textwrap.dedent(
@@ -95,14 +96,21 @@ def test_param_formula_equals_numel_for_random_archs(kind):
         assert sn.space.params(arch, embeddings=False) == sn.space.params(arch) - embeddings
 
 
-def test_export_loads_in_process_without_remote_code(tmp_path):
+def test_a_custom_student_names_the_bert_family_and_needs_its_code_to_load(tmp_path):
+    """config.json says `bert` (so AutoTokenizer never asks to run code); the model loads only through auto_map."""
     from transformers import AutoModel
 
     sn = metanas.ElasticBert.from_teacher(tiny_teacher("bert"))
-    arch = ArchConfig(1, 16, (3,), (16,))
+    arch = ArchConfig(2, 16, (3, 2), (16, 32))
     out = metanas.export(sn, arch, tmp_path / "m", tokenizer=tiny_tokenizer(tmp_path / "tok"))
-    model = AutoModel.from_pretrained(out)  # metanas registered its config class
-    assert type(model).__name__ == "MetanasBertModel"
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "bert" and config["auto_map"]["AutoModel"].endswith("MetanasBertModel")
+    model = AutoModel.from_pretrained(out, trust_remote_code=True)
+    assert type(model).__name__ == "MetanasBertModel" and model.config.layer_heads == [3, 2]
+    with pytest.raises((RuntimeError, ValueError)):  # a uniform BertModel: its weights do not fit, it never loads
+        AutoModel.from_pretrained(out)
+    with pytest.raises(TeacherLoadError, match="metanas student"):
+        load_teacher_model(out)
 
 
 def test_export_failure_leaves_nothing(tmp_path):

@@ -1,11 +1,10 @@
 """An exported student's tokenizer loads where metanas is not installed, as the teacher's tokenizer, without asking.
 
-A non-uniform student's config.json names metanas' own model class (`auto_map`).
-transformers 5 reads that config in every `AutoTokenizer.from_pretrained` call, before
-tokenizer_config.json, and asks whether to run its custom code; no file of the export can
-stop that without breaking `AutoModel.from_pretrained(dir, trust_remote_code=True)`. These
-tests pin what holds: `trust_remote_code=False` loads the teacher's tokenizer at once, the
-plain call is a known failure on transformers 5, and an older teacher (a bare vocab.txt)
+A non-uniform student's config.json names metanas' own model class (`auto_map`), which
+transformers 5 reads in every `AutoTokenizer.from_pretrained` call, before
+tokenizer_config.json. Its `model_type` is the BERT family's, so that call finds local
+code and never asks whether to run the student's; `trust_remote_code=False` loads the
+tokenizer too, without importing that code, and an older teacher (a bare vocab.txt)
 still gives a student whose tokenizer loads.
 """
 
@@ -27,7 +26,6 @@ TEXTS = ["the cat sat on the mat", "numbers 12 and 7, then zebra!"]
 UNIFORM = ArchConfig(2, 16, (2, 2), (48, 48))
 NON_UNIFORM = ArchConfig(2, 24, (3, 2), (32, 64))
 PROMPT_MARKERS = ("[y/N]", "custom code")
-TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
 
 LOAD = textwrap.dedent(
     """
@@ -92,25 +90,12 @@ def assert_loads_like_the_teacher(result: dict, output: str, teacher) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "student",
-    [
-        "uniform",
-        pytest.param(
-            "custom",
-            marks=pytest.mark.xfail(
-                TRANSFORMERS_5,
-                strict=True,
-                reason="transformers 5's AutoTokenizer always reads config.json first (AutoConfig.from_pretrained), "
-                "and its auto_map makes it ask whether to run the custom code",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("student", ["uniform", "custom"])
 def test_plain_autotokenizer_loads_the_student_tokenizer(exports, tmp_path, student):
     teacher, dirs = exports
     result, output = load_in_fresh_process(dirs[student], tmp_path)
     assert_loads_like_the_teacher(result, output, teacher)
+    assert result["remote"] == [] and not (tmp_path / "hf_modules").exists()  # and the student's code never ran
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModel, PretrainedConfig
 
 from metanas._threads import torch_threads
-from metanas.config import Recipe
+from metanas.config import ExportSection, Recipe
 from metanas.cost.budget import Budget
 from metanas.cost.model import CostModel
 from metanas.meta.history import DEFAULT_PATH, ENV_VAR
@@ -149,7 +149,7 @@ def _estimates(
         "latency": 0.0,
         "train": t.steps * step,
         "search": evaluations * evaluation,
-        "export": (2 if e.baseline else 1) * e.distill_steps * per_distill,
+        "export": (1 + e.baseline + e.layer_drop) * _distill_seconds(e, per_distill),
         "report": models * r.report.latency_rounds * timed * one_latency * 0.7
         + models * r.report.examples * per_example_fw * 0.7,
     }
@@ -159,6 +159,12 @@ def _estimates(
     if budget.latency_ms is not None and lat.verify:  # one candidate timed beside the teacher per model
         est["export"] += (models - 1) * r.report.latency_rounds * 2 * timed * one_latency * 0.75
     return est, {"train": f", {step:.2f} s/step", "search": f", {evaluation:.2f} s/evaluation"}
+
+
+def _distill_seconds(e: ExportSection, per_step: float) -> float:
+    """One model's final distillation: its steps at `per_step` seconds, or the time budget when that is shorter."""
+    full = e.distill_steps * per_step
+    return full if e.distill_seconds is None else min(full, e.distill_seconds)
 
 
 def _stage_lines(r: Recipe, evaluations: int, warm_line: str) -> list[tuple[str, str]]:
@@ -173,8 +179,13 @@ def _stage_lines(r: Recipe, evaluations: int, warm_line: str) -> list[tuple[str,
             else f"fit a latency predictor on {lat.predictor_archs} measured archs (cached in {lat.cache_dir})"
         )
         latency_line = f"{how}; check the latency budget is reachable"
+    steps = (
+        f"{e.distill_steps} steps"
+        if e.distill_seconds is None
+        else f"as many steps as fit in {e.distill_seconds:g} s for the student (at most {e.distill_steps})"
+    )
     distill = (
-        f"final distillation {e.distill_steps} steps (batch {e.distill_batch_size}, lr {e.distill_lr:g}) each"
+        f"final distillation {steps} (batch {e.distill_batch_size}, lr {e.distill_lr:g}) each"
         if e.distill_steps
         else "no final distillation (export.distill_steps=0)"
     )

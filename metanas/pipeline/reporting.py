@@ -279,7 +279,11 @@ def build_report(run: CompressRun, log: StageLog) -> dict[str, Any]:
             **{k: search[k] for k in ("strategy", "warm_start", "num_evaluations", "best_metric", "metric_name")},
             "sources": search.get("sources"),
         },
-        "distillation": {"steps": r.export.distill_steps, "lr": r.export.distill_lr},
+        "distillation": {
+            "steps": (parts["student"].get("distill") or {}).get("steps", 0),
+            "lr": r.export.distill_lr,
+            "seconds_budget": r.export.distill_seconds,
+        },
         "latency_checks": {role: parts[key].get("latency_checks") for role, key in ROLE_PARTS if key in parts},
         "plots": plots,
         "stage_seconds": {s: rec.get("seconds", 0.0) for s, rec in log.stages.items() if rec.get("done")},

@@ -8,6 +8,7 @@ outputs, and returns the summary recorded in `stages.json`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -179,6 +180,35 @@ def search_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict
 # --------------------------------------------------------------------------- 4. export
 
 
+PACE_PROBE_STEPS = 20
+
+
+def _distill(run: CompressRun, model: PreTrainedModel, teacher: PreTrainedModel, steps: int, desc: str, cache):
+    e = run.recipe.export
+    return distill(
+        model, teacher, run.bundle.train, run.collate, steps=steps, lr=e.distill_lr, batch_size=e.distill_batch_size,
+        bf16=e.distill_bf16, dropout=e.distill_dropout, seed=run.recipe.training.seed, desc=desc, cache=cache,
+    )  # fmt: skip
+
+
+def steps_in_seconds(seconds: float, pace_s: float, most: int) -> int:
+    """Final-distillation steps that fit in `seconds` at `pace_s` seconds a step: at least 1, at most `most`."""
+    return max(1, min(most, int(seconds / pace_s))) if pace_s > 0 else most
+
+
+def _fitting_steps(run: CompressRun, model: PreTrainedModel, teacher: PreTrainedModel, cache: TeacherCache) -> int:
+    """How many steps of `model` fit in export.distill_seconds, timed on a copy (the same first batches)."""
+    e = run.recipe.export
+    probe = min(PACE_PROBE_STEPS, e.distill_steps)
+    info = _distill(run, copy.deepcopy(model), teacher, probe, "distill pace", cache)
+    steps = steps_in_seconds(e.distill_seconds, info["seconds"] / probe, e.distill_steps)
+    logger.info(
+        "final distillation: %.2f s a step, so %d steps in export.distill_seconds=%g (at most %d)",
+        info["seconds"] / probe, steps, e.distill_seconds, e.distill_steps,
+    )  # fmt: skip
+    return steps
+
+
 def _export_one(
     run: CompressRun,
     name: str,
@@ -186,33 +216,22 @@ def _export_one(
     out: Path,
     teacher: PreTrainedModel | None,
     cache: TeacherCache,
+    steps: int | None,
 ) -> dict[str, Any]:
-    """Export `arch`, distil it when asked, and move it into `out` only when finished."""
-    e = run.recipe.export
+    """Export `arch`, distil it when asked (`steps` None: as many as fit in export.distill_seconds), and move
+    it into `out` only when finished."""
     with atomic_dir(out, overwrite=True) as tmp:
         write_model_dir(run.trained.supernet, arch, tmp, tokenizer=run.tokenizer, extra_info={"role": name})
         distill_info = None
         if teacher is not None:
             model = AutoModel.from_pretrained(str(tmp), trust_remote_code=True)
-            distill_info = distill(
-                model,
-                teacher,
-                run.bundle.train,
-                run.collate,
-                steps=e.distill_steps,
-                lr=e.distill_lr,
-                batch_size=e.distill_batch_size,
-                bf16=e.distill_bf16,
-                dropout=e.distill_dropout,
-                seed=run.recipe.training.seed,
-                desc=f"distill {name}",
-                cache=cache,
-            )
+            steps = _fitting_steps(run, model, teacher, cache) if steps is None else steps
+            distill_info = _distill(run, model, teacher, steps, f"distill {name}", cache)
             save_weights(model, tmp)
             info = json.loads((tmp / ARCH_FILE).read_text())
             info["final_distillation"] = {k: v for k, v in distill_info.items() if k != "history"}
             atomic_write_json(info, tmp / ARCH_FILE)
-        write_format(tmp, e.format)  # onnx/model.onnx (+ model_qint8.onnx) of the final weights
+        write_format(tmp, run.recipe.export.format)  # onnx/model.onnx (+ model_qint8.onnx) of the final weights
     return {"arch": arch.to_dict(), "dir": out.name, "distill": distill_info}
 
 
@@ -230,13 +249,16 @@ def export_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict
     done: dict[str, Any] = dict(log.stages["export"].get("parts", {}))
     teacher = load_teacher_model(run.teacher.path) if e.distill_steps else None
     cache = TeacherCache(e.distill_cache_mb * 2**20)  # the same batches for every part: one teacher pass
+    steps = e.distill_steps if e.distill_seconds is None else None  # None: the student's time budget decides
     for i, (name, (candidates, out)) in enumerate(parts.items()):
         if name in done and out.is_dir():
+            steps = done[name]["distill"]["steps"] if done[name]["distill"] else steps
             continue
         shutil.rmtree(out, ignore_errors=True)  # written by an attempt that did not record it
         cache.store = i < len(parts) - 1  # no later model reads what the last one would add
         arch, fraction, checks = verified(run, candidates())
-        record = _export_one(run, name, arch, out, teacher, cache)
+        record = _export_one(run, name, arch, out, teacher, cache, steps)
+        steps = record["distill"]["steps"] if record["distill"] else steps  # every baseline: the student's steps
         record.update(fraction=fraction, latency_checks=checks)
         if record["distill"]:
             for step, h in enumerate(record["distill"].pop("history")):

@@ -23,6 +23,11 @@ class TeacherLoadError(ValueError):
 def check_supported(config: PretrainedConfig) -> None:
     """Raise `TeacherLoadError` unless `config` is a BERT-like encoder we can convert."""
     model_type = getattr(config, "model_type", None)
+    if getattr(config, "layer_heads", None) is not None:  # config.json says bert; its layers say otherwise
+        raise TeacherLoadError(
+            "this is a metanas student whose layers differ in heads or FFN size (MetanasBertModel); a teacher must "
+            f"be a uniform BERT-like model of a supported type ({', '.join(SUPPORTED_MODEL_TYPES)})"
+        )
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise TeacherLoadError(
             f"model_type {model_type!r} is not supported; supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}"

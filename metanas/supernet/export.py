@@ -45,7 +45,7 @@ TOKENIZER_FILES = (
 )
 ARCH_FILE = "metanas_arch.json"
 
-AutoConfig.register(MetanasBertConfig.model_type, MetanasBertConfig, exist_ok=True)
+# `AutoModel.from_config(MetanasBertConfig(...))` in this process; loading a directory goes through its auto_map
 AutoModel.register(MetanasBertConfig, MetanasBertModel, exist_ok=True)
 
 

@@ -2,13 +2,21 @@
 
 This file is copied next to exported weights and loaded with `trust_remote_code=True`;
 it must not import metanas.
+
+`config.json` names the BERT family (`model_type: bert`) and this class in `auto_map`.
+Tools that read only the config, above all `AutoTokenizer.from_pretrained(dir)` (which
+reads config.json on every call, before tokenizer_config.json), then treat the directory
+as BERT's and load at once; a custom `model_type` would make each of them ask whether to
+run this code. The model itself needs the code: `AutoModel.from_pretrained(dir,
+trust_remote_code=True)`. Without it transformers builds a uniform BertModel and stops
+at the first weight whose size differs.
 """
 
 from transformers import PretrainedConfig
 
 
 class MetanasBertConfig(PretrainedConfig):
-    model_type = "metanas-bert"
+    model_type = "bert"
 
     def __init__(
         self,
