@@ -64,6 +64,7 @@ def test_a_cached_teacher_trains_the_student_exactly_as_recomputing_it(rows: Row
     for other in (first, again):
         assert [h["loss"] for h in other["history"]] == pytest.approx([h["loss"] for h in plain["history"]], abs=1e-5)
     assert plain["teacher_examples_computed"] == 24  # 6 steps x 4, nothing kept
+    assert all(h["seconds"] > 0 for h in plain["history"])  # each step timed: export.distill_seconds' pace
     drawn = len(cache)
     assert first["teacher_examples_computed"] == drawn < 24  # repeats within a run come from the cache
     assert again["teacher_examples_computed"] == 0

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import statistics
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -197,14 +198,19 @@ def steps_in_seconds(seconds: float, pace_s: float, most: int) -> int:
 
 
 def _fitting_steps(run: CompressRun, model: PreTrainedModel, teacher: PreTrainedModel, cache: TeacherCache) -> int:
-    """How many steps of `model` fit in export.distill_seconds, timed on a copy (the same first batches)."""
+    """How many steps of `model` fit in export.distill_seconds, timed on a copy (the same first batches).
+
+    The pace is the median step of the probe: its first steps also build the kernels
+    for the model's shapes, which the mean would charge to every step.
+    """
     e = run.recipe.export
     probe = min(PACE_PROBE_STEPS, e.distill_steps)
     info = _distill(run, copy.deepcopy(model), teacher, probe, "distill pace", cache)
-    steps = steps_in_seconds(e.distill_seconds, info["seconds"] / probe, e.distill_steps)
+    pace = statistics.median(h["seconds"] for h in info["history"])
+    steps = steps_in_seconds(e.distill_seconds, pace, e.distill_steps)
     logger.info(
         "final distillation: %.2f s a step, so %d steps in export.distill_seconds=%g (at most %d)",
-        info["seconds"] / probe, steps, e.distill_seconds, e.distill_steps,
+        pace, steps, e.distill_seconds, e.distill_steps,
     )  # fmt: skip
     return steps
 

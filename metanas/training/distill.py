@@ -129,6 +129,7 @@ def distill(
     history: list[dict[str, float]] = []
     try:
         for _ in tqdm(range(steps), desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0):
+            step_started = time.perf_counter()
             indices = rng.sample(range(len(rows)), batch_size)
             picked = rows[indices]
             batch = collate([{k: picked[k][i] for k in picked} for i in range(batch_size)])
@@ -143,7 +144,7 @@ def distill(
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
-            history.append({"loss": float(loss.detach()), **parts})
+            history.append({"loss": float(loss.detach()), **parts, "seconds": time.perf_counter() - step_started})
     finally:
         s_cap.close()
         t_cap.close()
