@@ -5,6 +5,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_tokenizer
 from tiny_models import tiny_teacher
 from transformers import BertConfig
 
@@ -298,3 +299,26 @@ def test_build_rounds_keep_each_archs_median_pass(monkeypatch):
     assert len(calls) == 18 and set(calls[:6]) == set(calls[6:12]) == set(calls[12:])
     assert [ms for _, ms, _ in pred.measurements] == [sn.space.flops(a, 16) / 1e4 for a, _, _ in pred.measurements]
     assert pred.holdout_mape is None
+
+
+def test_saved_model_kinds_are_checked():
+    from metanas.cost.isolated import SavedModel
+
+    with pytest.raises(ValueError, match=r"SavedModel.kind must be one of \['teacher', 'hf', 'onnx'\], got 'torch'"):
+        SavedModel("torch", "x")
+
+
+@pytest.mark.slow
+def test_saved_models_are_timed_in_a_fresh_process_round_by_round(tmp_path):
+    """The report's timing: every model loaded from disk by a spawned process, one latency per round each."""
+    from metanas.cost.isolated import SavedModel, measure_saved_models
+
+    teacher = tiny_teacher("bert")
+    teacher.save_pretrained(tmp_path / "teacher")
+    sn = metanas.ElasticBert.from_teacher(teacher)
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    student = metanas.export(sn, ArchConfig(1, 32, (2,), (32,)), tmp_path / "student", tokenizer=tokenizer)
+    saved = {"teacher": SavedModel("teacher", str(tmp_path / "teacher")), "student": SavedModel("hf", str(student))}
+    rounds = measure_saved_models(saved, 50, 1, 16, threads=1, rounds=3, warmup=1, runs=3)
+    assert set(rounds) == {"teacher", "student"}
+    assert all(len(ms) == 3 and all(0 < m < 1000 for m in ms) for ms in rounds.values())

@@ -13,6 +13,7 @@ import json
 import math
 import re
 import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from transformers import AutoModel
 
 from metanas._paths import shareable
 from metanas.config import Recipe
-from metanas.cost.latency import measure_models_rounds
+from metanas.cost.isolated import SavedModel, measure_saved_models
 from metanas.data import batches_of
 from metanas.downstream import evaluate_downstream
 from metanas.pipeline.paths import MODEL_DIR, RECIPE_FILE, SEARCH_DIR
@@ -42,7 +43,7 @@ from metanas.search.runner import CURVE_PLOT, PARETO_PLOT
 from metanas.space import ArchConfig
 from metanas.supernet.convert import load_teacher_model
 from metanas.supernet.export import ARCH_FILE, load_subnet_weights
-from metanas.supernet.onnx_export import OnnxEncoder, as_formats, load_encoder, onnx_available
+from metanas.supernet.onnx_export import FORMAT_FILES, OnnxEncoder, export_onnx, load_encoder, onnx_available
 
 if TYPE_CHECKING:
     from metanas.pipeline.run import CompressRun
@@ -135,7 +136,9 @@ def _budget_check(
     return check
 
 
-def timing_noise(check: Mapping[str, Any], rounds: Sequence[float], reference: Sequence[float] | None) -> dict:
+def timing_noise(
+    check: Mapping[str, Any], rounds: Sequence[float], reference: Sequence[float] | None
+) -> dict[str, float | bool]:
     """How far the latency check is over its limit, against how much this report's timing rounds disagree.
 
     `spread` is max/min - 1 of the student's per-round latencies, or, for a limit
@@ -168,11 +171,15 @@ def _copy_plots(run: CompressRun) -> dict[str, str]:
     return out
 
 
-def _teacher_formats(run: CompressRun, teacher: Any) -> dict[str, OnnxEncoder]:
-    """The teacher as ONNX sessions: int8 (a report row, when ONNX Runtime is installed) and the shipped format."""
+def _teacher_formats(run: CompressRun, teacher: Any, directory: Path) -> dict[str, Path]:
+    """The teacher's ONNX files in `directory`: int8 (a report row, when ONNX Runtime is installed) and the
+    shipped format."""
     fmt = run.recipe.export.format
     wanted = (["onnx-int8"] if onnx_available() else []) + (["onnx"] if fmt == "onnx" else [])
-    return as_formats(teacher, wanted, run.recipe.search.latency.threads) if wanted else {}
+    if not wanted:
+        return {}
+    export_onnx(teacher, directory, "onnx-int8" if "onnx-int8" in wanted else "onnx")
+    return {f: directory / FORMAT_FILES[f] for f in wanted}
 
 
 def _measure_models(run: CompressRun, log: StageLog) -> dict[str, dict[str, Any]]:
@@ -184,6 +191,7 @@ def _measure_models(run: CompressRun, log: StageLog) -> dict[str, dict[str, Any]
     lat, fmt = run.recipe.search.latency, run.recipe.export.format
     parts = log.info("export")["parts"]
     models: dict[str, Any] = {"teacher": load_teacher_model(run.teacher.path)}
+    saved = {"teacher": SavedModel("teacher", str(run.teacher.path))}  # what is timed, by where it is saved
     arches = {"teacher": run.space.largest()}
     torch_models = dict(models)
     for role, key in ROLE_PARTS:
@@ -191,16 +199,24 @@ def _measure_models(run: CompressRun, log: StageLog) -> dict[str, dict[str, Any]
             model_dir = run.run_dir / parts[key]["dir"]
             torch_models[role] = AutoModel.from_pretrained(str(model_dir), trust_remote_code=True)
             models[role] = torch_models[role] if fmt == "torch" else load_encoder(model_dir, fmt, lat.threads)
+            saved[role] = (
+                SavedModel("hf", str(model_dir))
+                if fmt == "torch"
+                else SavedModel("onnx", str(model_dir / FORMAT_FILES[fmt]))
+            )
             arches[role] = ArchConfig.from_dict(parts[key]["arch"])
-    teacher_as = _teacher_formats(run, models["teacher"])
-    if "onnx-int8" in teacher_as:
-        models[INT8_TEACHER], arches[INT8_TEACHER] = teacher_as["onnx-int8"], arches["teacher"]
-    timed = {**models, **({"teacher_onnx": teacher_as["onnx"]} if "onnx" in teacher_as else {})}
     b = run.budget
-    rounds = measure_models_rounds(
-        timed, run.space.vocab_size, b.batch_size, b.seq_len, lat.threads, run.recipe.report.latency_rounds,
-        lat.warmup, lat.runs,
-    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="metanas-onnx-") as tmp:
+        teacher_files = _teacher_formats(run, models["teacher"], Path(tmp))
+        for f, path in teacher_files.items():
+            saved[INT8_TEACHER if f == "onnx-int8" else "teacher_onnx"] = SavedModel("onnx", str(path))
+        if "onnx-int8" in teacher_files:
+            models[INT8_TEACHER] = OnnxEncoder(teacher_files["onnx-int8"], lat.threads)
+            arches[INT8_TEACHER] = arches["teacher"]
+        rounds = measure_saved_models(
+            saved, run.space.vocab_size, b.batch_size, b.seq_len, lat.threads, run.recipe.report.latency_rounds,
+            lat.warmup, lat.runs,
+        )  # fmt: skip
     latency = {name: min(ms) for name, ms in rounds.items()}
     quality = _quality(run, models, arches, torch_models)
     for role, q in quality.items():

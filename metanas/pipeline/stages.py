@@ -184,7 +184,10 @@ def search_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict
 PACE_PROBE_STEPS = 20
 
 
-def _distill(run: CompressRun, model: PreTrainedModel, teacher: PreTrainedModel, steps: int, desc: str, cache):
+def _distill(
+    run: CompressRun, model: PreTrainedModel, teacher: PreTrainedModel, steps: int, desc: str, cache: TeacherCache
+) -> dict[str, Any]:
+    """`distill` with the recipe's final-distillation settings, on the run's training data."""
     e = run.recipe.export
     return distill(
         model, teacher, run.bundle.train, run.collate, steps=steps, lr=e.distill_lr, batch_size=e.distill_batch_size,
