@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,5 +68,7 @@ def measure_saved_models(
         vocab_size=vocab_size, batch_size=batch_size, seq_len=seq_len, threads=threads, rounds=rounds,
         warmup=warmup, runs=runs,
     )  # fmt: skip
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_time_saved, (dict(models), settings))
+    # an executor shuts its worker down and joins it (a Pool's terminate leaves semaphores behind, and Python
+    # warns about them at exit)
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_time_saved, dict(models), settings).result()
