@@ -45,12 +45,16 @@ class SavedModel:
         return OnnxEncoder(self.path, threads)
 
 
-def _time_saved(models: Mapping[str, SavedModel], settings: dict[str, Any]) -> dict[str, list[float]]:
-    """The spawned process: load every model, then time them in interleaved rounds."""
+def _time_saved(models: Mapping[str, SavedModel], *timing: Any) -> dict[str, list[float]]:
+    """The spawned process: load every model, then time them in interleaved rounds.
+
+    `timing` is `measure_models_rounds`' arguments after the models (vocab size, batch
+    size, sequence length, threads, ...); ONNX sessions are made with its thread count.
+    """
     from metanas.cost.latency import measure_models_rounds
 
-    loaded = {name: saved.load(settings["threads"]) for name, saved in models.items()}
-    return measure_models_rounds(loaded, **settings)
+    threads = timing[3]
+    return measure_models_rounds({name: saved.load(threads) for name, saved in models.items()}, *timing)
 
 
 def measure_saved_models(
@@ -64,11 +68,8 @@ def measure_saved_models(
     runs: int = 50,
 ) -> dict[str, list[float]]:
     """`measure_models_rounds` of saved models, in a freshly spawned process (a few seconds to start)."""
-    settings = dict(
-        vocab_size=vocab_size, batch_size=batch_size, seq_len=seq_len, threads=threads, rounds=rounds,
-        warmup=warmup, runs=runs,
-    )  # fmt: skip
+    timing = (vocab_size, batch_size, seq_len, threads, rounds, warmup, runs)
     # an executor shuts its worker down and joins it (a Pool's terminate leaves semaphores behind, and Python
     # warns about them at exit)
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_time_saved, dict(models), settings).result()
+        return pool.submit(_time_saved, dict(models), *timing).result()

@@ -148,7 +148,7 @@ def timing_noise(
     rounds of one model differ by a few percent).
     """
     per_round = [s / t for s, t in zip(rounds, reference)] if reference else list(rounds)
-    spread = max(per_round) / min(per_round) - 1 if per_round else 0.0
+    spread = max(per_round) / min(per_round) - 1
     over = check["value"] / check["limit"] - 1
     return {"over_by": over, "spread": spread, "within_noise": bool(not check["ok"] and over <= spread)}
 
