@@ -331,9 +331,9 @@ def _export_formats() -> tuple[str, ...]:
 class ExportSection:
     """The exported student and its optional final distillation as a standalone model.
 
-    `distill_steps` > 0 distils the exported student (and the uniform-shrink baseline,
-    with the same steps) from the original teacher on the training data: last-layer
-    relations, hidden states and mean-pooled sentence embeddings. `overwrite` lets a
+    `distill_steps` > 0 distils the exported student (and the baselines, with the same
+    steps) from the original teacher on the training data: last-layer relations,
+    hidden states, mean-pooled sentence embeddings and each layer's output. `overwrite` lets a
     resumed run whose export or report settings changed redo those stages (the
     trained supernet and the search are kept). `format` is what ships, so it is also
     what the latency model, the pre-export check and the report time: ONNX Runtime
@@ -351,8 +351,11 @@ class ExportSection:
     # dropout in the final distillation; off (the student in eval mode, gradients as usual) scored higher on all
     # three quickstart models at 300 steps
     distill_dropout: bool = False
+    # each kept layer's output against the teacher layer it was cut from (token MSE, at equal width), this many times
+    # the other losses' weight (0: last layer only); the teacher cache then keeps every teacher layer's output
+    distill_layer_weight: float = field(default=10.0, metadata=_meta(_NON_NEGATIVE))
     # the teacher's outputs per training example, kept for every model distilled (0: recompute each step)
-    distill_cache_mb: int = field(default=2048, metadata=_meta(_NON_NEGATIVE))
+    distill_cache_mb: int = field(default=4096, metadata=_meta(_NON_NEGATIVE))
     baseline: bool = True  # also export (and distil) the uniform-shrink baseline
     layer_drop: bool = True  # and the layer-drop baseline: every other teacher layer at full width, then distilled
     # torch: safetensors only; onnx: also onnx/model.onnx; onnx-int8: also onnx/model_qint8.onnx (what is timed)

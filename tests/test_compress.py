@@ -172,6 +172,28 @@ def test_distillation_loss_is_zero_for_the_teacher_itself_and_works_across_width
     assert set(parts) == {"relation", "similarity"} and float(loss) > 0
 
 
+def test_the_layer_loss_is_the_weighted_mean_mse_of_each_layer_pair():
+    torch.manual_seed(0)
+    h, t = torch.randn(2, 4, 16), torch.randn(2, 4, 16)
+    qkv = [torch.randn(2, 4, 16) for _ in range(3)]
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    mask[1, 2:] = False
+    s_layers, t_layers = [torch.randn(2, 4, 16), torch.randn(2, 4, 16)], [torch.randn(2, 4, 16), torch.zeros(2, 4, 16)]
+    base, _ = distillation_loss(h, t, qkv, qkv, mask, 4)
+    loss, parts = distillation_loss(h, t, qkv, qkv, mask, 4, s_layers, t_layers, layer_weight=3.0)
+    real = mask[..., None].float()
+    mses = [
+        float((((s - r) ** 2).mean(-1, keepdim=True) * real).sum() / real.sum()) for s, r in zip(s_layers, t_layers)
+    ]
+    assert parts["layers"] == pytest.approx(sum(mses) / 2, rel=1e-5)
+    assert float(loss) == pytest.approx(float(base) + 3.0 * parts["layers"], rel=1e-5)
+    assert float(distillation_loss(h, t, qkv, qkv, mask, 4, t_layers, t_layers, layer_weight=3.0)[0]) == pytest.approx(
+        float(base), rel=1e-6
+    )  # a student whose layers match the teacher's pays nothing more
+    _, narrow = distillation_loss(h[..., :8], t, [q[..., :8] for q in qkv], qkv, mask, 4, s_layers, t_layers, 3.0)
+    assert "layers" not in narrow  # other widths: no layer loss, as no hidden-state loss
+
+
 def test_heldout_ranges_keep_report_examples_apart_from_search_fitness():
     fit, report, overlap = heldout_ranges(100, 32, 50)
     assert (fit, report, overlap) == (range(0, 32), range(32, 82), False)

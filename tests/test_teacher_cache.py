@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import random
 
 import pytest
 import torch
@@ -78,19 +79,19 @@ def test_the_cache_stops_storing_at_its_limit_and_stays_correct(rows: Rows) -> N
         full = teacher(**inputs).last_hidden_state
     per_example = 16 * 4 * 4  # hidden + q, k, v of width 16, float32, per token
 
-    def forward(sub: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(sub: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         with torch.no_grad():
             hidden = teacher(**sub).last_hidden_state
-        return hidden, [hidden, hidden, hidden]
+        return [hidden, hidden, hidden, hidden]
 
     first_len = int(inputs["attention_mask"][0].sum())
     cache = TeacherCache(first_len * per_example)  # room for the first example only
-    hidden, qkv = cache.outputs([0, 1, 2, 3], inputs, forward)
+    hidden, *_ = cache.outputs([0, 1, 2, 3], inputs, forward)
     assert len(cache) == 1 and cache.bytes == first_len * per_example
     mask = inputs["attention_mask"].bool()
     assert torch.allclose(hidden[mask], full[mask], atol=1e-6)
     assert torch.all(hidden[~mask] == 0)  # padding is zeros: every loss masks it
-    hidden, _ = cache.outputs([3, 0, 1, 2], {k: v[[3, 0, 1, 2]] for k, v in inputs.items()}, forward)
+    hidden, *_ = cache.outputs([3, 0, 1, 2], {k: v[[3, 0, 1, 2]] for k, v in inputs.items()}, forward)
     assert torch.allclose(hidden[mask[[3, 0, 1, 2]]], full[[3, 0, 1, 2]][mask[[3, 0, 1, 2]]], atol=1e-6)
     assert cache.hits == 1 and cache.misses == 7
 
@@ -103,6 +104,34 @@ def test_a_cache_that_stops_storing_still_serves_what_it_holds(rows: Rows) -> No
     cache.store = False  # the last model distilled: nothing it adds would be read
     again = run(copy.deepcopy(student), teacher, rows, cache)
     assert len(cache) == held and again["teacher_examples_computed"] == 0
+
+
+def test_the_layer_loss_matches_each_student_layer_to_its_teacher_layer_and_is_cached_exactly(rows: Rows) -> None:
+    teacher, student = tiny_bert(0, layers=4), tiny_bert(1, layers=2)
+    layered = dict(teacher_layers=(1, 3), layer_weight=5.0)
+
+    def layer_run(cache: TeacherCache | None, **options: object) -> dict:
+        return distill(copy.deepcopy(student), teacher, rows, collate, steps=4, lr=1e-3, batch_size=4, cache=cache,
+                       **options)  # fmt: skip
+
+    plain = layer_run(None, **layered)
+    # student layer 0 against teacher layer 1 (layer 1, the last, is the hidden-state loss): by hand on the first batch
+    first = collate([rows.examples[i] for i in random.Random("metanas-distill:0").sample(range(len(rows)), 4)])
+    mask = first["attention_mask"].bool()
+    with torch.no_grad():
+        s_out = student(**first, output_hidden_states=True).hidden_states[1]
+        t_out = teacher(**first, output_hidden_states=True).hidden_states[2]
+    expected = (((s_out - t_out) ** 2).mean(-1) * mask).sum() / mask.sum()
+    assert plain["history"][0]["layers"] == pytest.approx(float(expected), rel=1e-4)
+    last_only = layer_run(None)
+    assert "layers" not in last_only["history"][0]
+    assert last_only["history"][0]["loss"] < plain["history"][0]["loss"]
+    cache = TeacherCache(2**30)
+    cached = [layer_run(cache, **layered) for _ in range(2)]  # filling the cache, then served from it
+    for other in cached:
+        assert [h["loss"] for h in other["history"]] == pytest.approx([h["loss"] for h in plain["history"]], abs=1e-5)
+    held = next(iter(cache._rows.values()))
+    assert len(held) == 4 + 3  # last hidden, q, k, v, and the outputs of teacher layers 0-2
 
 
 def test_a_negative_limit_is_refused() -> None:

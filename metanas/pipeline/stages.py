@@ -185,13 +185,21 @@ PACE_PROBE_STEPS = 20
 
 
 def _distill(
-    run: CompressRun, model: PreTrainedModel, teacher: PreTrainedModel, steps: int, desc: str, cache: TeacherCache
+    run: CompressRun,
+    model: PreTrainedModel,
+    arch: ArchConfig,
+    teacher: PreTrainedModel,
+    steps: int,
+    desc: str,
+    cache: TeacherCache,
 ) -> dict[str, Any]:
-    """`distill` with the recipe's final-distillation settings, on the run's training data."""
+    """`distill` with the recipe's final-distillation settings, on the run's training data; each of `arch`'s
+    layers is matched to the teacher layer it was cut from."""
     e = run.recipe.export
     return distill(
         model, teacher, run.bundle.train, run.collate, steps=steps, lr=e.distill_lr, batch_size=e.distill_batch_size,
         bf16=e.distill_bf16, dropout=e.distill_dropout, seed=run.recipe.training.seed, desc=desc, cache=cache,
+        teacher_layers=run.space.layer_indices(arch), layer_weight=e.distill_layer_weight,
     )  # fmt: skip
 
 
@@ -200,7 +208,9 @@ def steps_in_seconds(seconds: float, pace_s: float, most: int) -> int:
     return max(1, min(most, int(seconds / pace_s))) if pace_s > 0 else most
 
 
-def _fitting_steps(run: CompressRun, model: PreTrainedModel, teacher: PreTrainedModel, cache: TeacherCache) -> int:
+def _fitting_steps(
+    run: CompressRun, model: PreTrainedModel, arch: ArchConfig, teacher: PreTrainedModel, cache: TeacherCache
+) -> int:
     """How many steps of `model` fit in export.distill_seconds, timed on a copy (the same first batches).
 
     The pace is the median step of the probe: its first steps also build the kernels
@@ -208,7 +218,7 @@ def _fitting_steps(run: CompressRun, model: PreTrainedModel, teacher: PreTrained
     """
     e = run.recipe.export
     probe = min(PACE_PROBE_STEPS, e.distill_steps)
-    info = _distill(run, copy.deepcopy(model), teacher, probe, "distill pace", cache)
+    info = _distill(run, copy.deepcopy(model), arch, teacher, probe, "distill pace", cache)
     pace = statistics.median(h["seconds"] for h in info["history"])
     steps = steps_in_seconds(e.distill_seconds, pace, e.distill_steps)
     logger.info(
@@ -234,8 +244,8 @@ def _export_one(
         distill_info = None
         if teacher is not None:
             model = AutoModel.from_pretrained(str(tmp), trust_remote_code=True)
-            steps = _fitting_steps(run, model, teacher, cache) if steps is None else steps
-            distill_info = _distill(run, model, teacher, steps, f"distill {name}", cache)
+            steps = _fitting_steps(run, model, arch, teacher, cache) if steps is None else steps
+            distill_info = _distill(run, model, arch, teacher, steps, f"distill {name}", cache)
             save_weights(model, tmp)
             info = json.loads((tmp / ARCH_FILE).read_text())
             info["final_distillation"] = {k: v for k, v in distill_info.items() if k != "history"}

@@ -2,15 +2,16 @@
 
 After export the student is a plain Hugging Face model; a few hundred AdamW steps
 on the training data align it with the teacher (last-layer relations, in-batch
-embedding similarities and, at equal width, hidden states and sentence
-embeddings). The uniform-shrink baseline gets the same steps on the same batches.
+embedding similarities and, at equal width, hidden states, sentence embeddings and
+each kept layer's output against the teacher layer it came from). The baselines
+get the same steps on the same batches.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,9 @@ def distillation_loss(
     t_qkv: list[torch.Tensor],
     mask: torch.Tensor,
     relation_heads: int,
+    s_layers: Sequence[torch.Tensor] = (),
+    t_layers: Sequence[torch.Tensor] = (),
+    layer_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Last-layer relations + in-batch embedding similarities, plus hidden states when the widths agree.
 
@@ -66,16 +70,25 @@ def distillation_loss(
       similarity matrices of mean-pooled embeddings (any widths; what retrieval uses);
     - same width only: token hidden-state MSE and 1 - cosine of the sentence
       embeddings, so the exported model's own outputs align with the teacher's
-      (no projection head that the exported model would lack).
+      (no projection head that the exported model would lack);
+    - same width and `layer_weight` > 0: `layer_weight` x the mean token MSE of each
+      pair of `s_layers` / `t_layers` (a student layer's output against the teacher
+      layer it was cut from, TinyBERT-style): a target for every layer, not only
+      the last, which the last-layer losses reach only through depth.
     """
     parts: dict[str, torch.Tensor] = {"relation": relation_loss(s_qkv, t_qkv, mask, relation_heads)}
     es, et = mean_pool(s_hidden, mask), mean_pool(t_hidden, mask)
     ns, nt = torch.nn.functional.normalize(es, dim=-1), torch.nn.functional.normalize(et, dim=-1)
     parts["similarity"] = ((ns @ ns.T - nt @ nt.T) ** 2).mean()
+    weights = dict.fromkeys(parts, 1.0)
     if s_hidden.shape[-1] == t_hidden.shape[-1]:
         parts["hidden"] = masked_mse(s_hidden, t_hidden, mask)
         parts["cosine"] = 1 - (ns * nt).sum(-1).mean()
-    total = sum(parts.values())
+        if layer_weight > 0 and s_layers:
+            pairs = [masked_mse(s, t, mask) for s, t in zip(s_layers, t_layers, strict=True)]
+            parts["layers"] = torch.stack(pairs).mean()
+            weights["layers"] = layer_weight
+    total = sum(weights.get(k, 1.0) * v for k, v in parts.items())
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
@@ -92,6 +105,8 @@ def distill(
     desc: str = "distill",
     cache: TeacherCache | None = None,
     dropout: bool = False,
+    teacher_layers: Sequence[int] | None = None,
+    layer_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Distil a standalone `student` from `teacher` for `steps` AdamW steps on `rows` (tokenized examples).
 
@@ -101,7 +116,10 @@ def distill(
     outputs per example, so the teacher runs once per example drawn, not once per
     step and model. `dropout` False runs the student in eval mode (no dropout; the
     gradients are the same computation): over a few hundred steps the noise costs
-    more than it regularises (docs/benchmarks.md).
+    more than it regularises (docs/benchmarks.md). `teacher_layers` (the teacher layer
+    each student layer was cut from, `metanas.space.layer_indices`) with `layer_weight`
+    > 0 adds the layer loss of `distillation_loss`; every model sharing a `cache` must
+    then use it (the cache then keeps every teacher layer's output).
     """
     if len(rows) < batch_size:
         raise ValueError(f"final distillation: {len(rows)} training examples, fewer than one batch of {batch_size}")
@@ -115,6 +133,9 @@ def distill(
         optimizer, lambda s: lr_multiplier(s, warmup=warmup, total=steps, schedule="linear")
     )
     heads = teacher.config.num_attention_heads
+    layered = layer_weight > 0 and teacher_layers is not None
+    # student layer i's target is teacher layer teacher_layers[i]; the last pair is the hidden-state loss already
+    pairs = [(i, t) for i, t in enumerate(teacher_layers or ())][:-1] if layered else []
     autocast = torch.autocast("cpu", torch.bfloat16, enabled=bf16)
     cache = TeacherCache(0) if cache is None else cache
     computed_before = cache.misses
@@ -123,8 +144,9 @@ def distill(
 
     def teacher_forward(inputs: dict[str, torch.Tensor]) -> TeacherOutput:
         with torch.no_grad(), autocast:
-            hidden = teacher(**inputs).last_hidden_state
-        return hidden, t_cap.triple()
+            out = teacher(**inputs, output_hidden_states=layered)
+        earlier = list(out.hidden_states[1:-1]) if layered else []  # the output of every layer but the last
+        return [out.last_hidden_state, *t_cap.triple(), *earlier]
 
     history: list[dict[str, float]] = []
     try:
@@ -135,10 +157,16 @@ def distill(
             batch = collate([{k: picked[k][i] for k in picked} for i in range(batch_size)])
             inputs = {k: v for k, v in batch.items() if k != "labels"}
             mask = batch["attention_mask"].bool()
-            t_hidden, t_qkv = cache.outputs(indices, inputs, teacher_forward)
+            t_hidden, *t_rest = cache.outputs(indices, inputs, teacher_forward)
+            t_qkv, t_earlier = t_rest[:3], t_rest[3:]
             with autocast:
-                s_hidden = student(**inputs).last_hidden_state.float()
-            loss, parts = distillation_loss(s_hidden, t_hidden, s_cap.triple(), t_qkv, mask, heads)
+                out = student(**inputs, output_hidden_states=layered)
+            s_hidden = out.last_hidden_state.float()
+            s_layers = [out.hidden_states[i + 1].float() for i, _ in pairs]
+            t_layers = [t_earlier[t] for _, t in pairs]
+            loss, parts = distillation_loss(
+                s_hidden, t_hidden, s_cap.triple(), t_qkv, mask, heads, s_layers, t_layers, layer_weight
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)

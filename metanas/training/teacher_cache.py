@@ -2,8 +2,9 @@
 
 The final distillation trains the student and each baseline on the same seeded
 batches from the same frozen teacher, so the teacher's forward pass for an example
-is the same every time it is drawn. `TeacherCache` keeps each example's last hidden
-state and last-layer query/key/value (its real tokens only, in the dtype the teacher
+is the same every time it is drawn. `TeacherCache` keeps each example's teacher
+outputs (the last hidden state, the last layer's query/key/value and, with the layer
+loss, every earlier layer's output; its real tokens only, in the dtype the teacher
 computed them) up to a memory limit, and runs the teacher only on the examples of a
 batch it has not seen. Past the limit it keeps computing, it stops storing.
 """
@@ -15,8 +16,9 @@ from typing import Any
 
 import torch
 
-# A teacher output: the last hidden state and the last layer's (query, key, value), each [B, S, width].
-TeacherOutput = tuple[torch.Tensor, list[torch.Tensor]]
+# A teacher output: per-token tensors, each [B, S, width] (distill: last hidden state, query, key, value, then
+# the earlier layers' outputs when the layer loss is on). Every call of one cache returns the same number.
+TeacherOutput = list[torch.Tensor]
 TeacherForward = Callable[[dict[str, torch.Tensor]], TeacherOutput]
 
 
@@ -31,7 +33,7 @@ class TeacherCache:
         self.hits = 0
         self.misses = 0
         self.store = True  # False: serve what is cached, keep nothing new (the last model distilled)
-        self._rows: dict[int, list[torch.Tensor]] = {}  # index -> [hidden, q, k, v], each [length, width]
+        self._rows: dict[int, list[torch.Tensor]] = {}  # index -> the TeacherOutput's rows, each [length, width]
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -57,27 +59,26 @@ class TeacherCache:
         self.hits += len(indices) - len(missing)
         self.misses += len(missing)
         if len(missing) == len(indices):  # nothing cached: the teacher's own batch, padding zeroed
-            hidden, qkv = forward(inputs)
+            computed = forward(inputs)
             if self.store and self.bytes < self.max_bytes:  # else no copy: nothing would be kept
-                self._keep(indices, lengths, range(len(indices)), hidden, qkv)
+                self._keep(indices, lengths, range(len(indices)), computed)
             keep = mask[..., None].to(torch.float32)
-            return hidden.float() * keep, [t.float() * keep for t in qkv]
+            return [t.float() * keep for t in computed]
         fresh: dict[int, list[torch.Tensor]] = {}
         if missing:
-            hidden, qkv = forward({k: v[missing] for k, v in inputs.items()})
-            fresh = dict(zip(missing, self._keep(indices, lengths, missing, hidden, qkv)))
+            computed = forward({k: v[missing] for k, v in inputs.items()})
+            fresh = dict(zip(missing, self._keep(indices, lengths, missing, computed)))
         per_row = [fresh[row] if row in fresh else self._rows[i] for row, i in enumerate(indices)]
-        stacked = [_pad_stack([parts[p] for parts in per_row], mask.shape[1]) for p in range(4)]
-        return stacked[0], stacked[1:]
+        return [_pad_stack([parts[p] for parts in per_row], mask.shape[1]) for p in range(len(per_row[0]))]
 
     def _keep(
-        self, indices: list[int], lengths: list[int], rows: Any, hidden: torch.Tensor, qkv: list[torch.Tensor]
+        self, indices: list[int], lengths: list[int], rows: Any, computed: TeacherOutput
     ) -> list[list[torch.Tensor]]:
-        """Each of `rows` (positions in the batch; `hidden`/`qkv` hold them in that order) as [hidden, q, k, v]
-        cut to its real tokens, stored while storing is on and the limit allows."""
+        """Each of `rows` (positions in the batch; `computed` holds them in that order) as its tensors cut to
+        its real tokens, stored while storing is on and the limit allows."""
         out = []
         for j, row in enumerate(rows):
-            parts = [t[j, : int(lengths[row])].detach().clone() for t in (hidden, *qkv)]
+            parts = [t[j, : int(lengths[row])].detach().clone() for t in computed]
             size = sum(p.numel() * p.element_size() for p in parts)
             if self.store and self.bytes + size <= self.max_bytes:
                 self._rows[indices[row]] = parts
