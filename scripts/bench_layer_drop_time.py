@@ -5,7 +5,7 @@
 DistilBERT-style: keep spread teacher layers at full width (the layer-drop arch that
 RUN_DIR's report used, taken from the original teacher's weights, no supernet), then
 distil it with the quickstart's final distillation (`metanas.training.distill`, the same
-data, learning rate, batch and bf16) for as long as RUN_DIR's latency, train and search
+data, learning rate, batch, bf16 and layer loss) for as long as RUN_DIR's latency, train and search
 stages plus its student's distillation took together (`--seconds`, default read from
 RUN_DIR), or for `--steps`. The model is saved to `--out` for `scripts/bench_agreement.py`.
 The step count for a time is measured, not assumed: the first 20 steps are timed and the
@@ -71,7 +71,8 @@ def main() -> None:
     def run(model: torch.nn.Module, steps: int) -> dict:
         return distill(
             model, teacher, bundle.train, collate, steps, e.distill_lr, e.distill_batch_size, e.distill_bf16,
-            seed=recipe.training.seed, cache=cache, dropout=e.distill_dropout,
+            seed=recipe.training.seed, cache=cache, dropout=e.distill_dropout, teacher_layers=keep,
+            layer_weight=e.distill_layer_weight,
         )  # fmt: skip
 
     steps, seconds = args.steps, args.seconds

@@ -92,6 +92,49 @@ def distillation_loss(
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
+class _DistillLosses:
+    """The teacher's outputs for a batch (what `TeacherCache` keeps) and the student's loss against them."""
+
+    def __init__(
+        self,
+        student: PreTrainedModel,
+        teacher: PreTrainedModel,
+        bf16: bool,
+        teacher_layers: Sequence[int] | None,
+        layer_weight: float,
+    ) -> None:
+        self.student, self.teacher, self.layer_weight = student, teacher, layer_weight
+        self.heads = teacher.config.num_attention_heads
+        self.layered = teacher_layers is not None
+        # student layer i's target is teacher layer teacher_layers[i]; the last pair is the hidden-state loss already
+        self.pairs = list(enumerate(teacher_layers or ()))[:-1]
+        self.autocast = torch.autocast("cpu", torch.bfloat16, enabled=bf16)
+        self.s_cap, self.t_cap = _QKVCapture(student), _QKVCapture(teacher)
+
+    def teacher_forward(self, inputs: dict[str, torch.Tensor]) -> TeacherOutput:
+        """Last hidden state, last-layer query/key/value, and with the layer loss every earlier layer's output."""
+        with torch.no_grad(), self.autocast:
+            out = self.teacher(**inputs, output_hidden_states=self.layered)
+        earlier = list(out.hidden_states[1:-1]) if self.layered else []
+        return [out.last_hidden_state, *self.t_cap.triple(), *earlier]
+
+    def __call__(self, inputs: dict[str, torch.Tensor], target: TeacherOutput) -> tuple[torch.Tensor, dict[str, float]]:
+        t_hidden, t_qkv, t_earlier = target[0], target[1:4], target[4:]
+        with self.autocast:
+            out = self.student(**inputs, output_hidden_states=self.layered)
+        s_layers = [out.hidden_states[i + 1].float() for i, _ in self.pairs]
+        t_layers = [t_earlier[t] for _, t in self.pairs]
+        mask = inputs["attention_mask"].bool()
+        return distillation_loss(
+            out.last_hidden_state.float(), t_hidden, self.s_cap.triple(), t_qkv, mask, self.heads,
+            s_layers, t_layers, self.layer_weight,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        self.s_cap.close()
+        self.t_cap.close()
+
+
 def distill(
     student: PreTrainedModel,
     teacher: PreTrainedModel,
@@ -132,22 +175,10 @@ def distill(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_multiplier(s, warmup=warmup, total=steps, schedule="linear")
     )
-    heads = teacher.config.num_attention_heads
-    layered = layer_weight > 0 and teacher_layers is not None
-    # student layer i's target is teacher layer teacher_layers[i]; the last pair is the hidden-state loss already
-    pairs = [(i, t) for i, t in enumerate(teacher_layers or ())][:-1] if layered else []
-    autocast = torch.autocast("cpu", torch.bfloat16, enabled=bf16)
     cache = TeacherCache(0) if cache is None else cache
     computed_before = cache.misses
     started = time.perf_counter()
-    s_cap, t_cap = _QKVCapture(student), _QKVCapture(teacher)
-
-    def teacher_forward(inputs: dict[str, torch.Tensor]) -> TeacherOutput:
-        with torch.no_grad(), autocast:
-            out = teacher(**inputs, output_hidden_states=layered)
-        earlier = list(out.hidden_states[1:-1]) if layered else []  # the output of every layer but the last
-        return [out.last_hidden_state, *t_cap.triple(), *earlier]
-
+    losses = _DistillLosses(student, teacher, bf16, teacher_layers if layer_weight > 0 else None, layer_weight)
     history: list[dict[str, float]] = []
     try:
         for _ in tqdm(range(steps), desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0):
@@ -156,17 +187,7 @@ def distill(
             picked = rows[indices]
             batch = collate([{k: picked[k][i] for k in picked} for i in range(batch_size)])
             inputs = {k: v for k, v in batch.items() if k != "labels"}
-            mask = batch["attention_mask"].bool()
-            t_hidden, *t_rest = cache.outputs(indices, inputs, teacher_forward)
-            t_qkv, t_earlier = t_rest[:3], t_rest[3:]
-            with autocast:
-                out = student(**inputs, output_hidden_states=layered)
-            s_hidden = out.last_hidden_state.float()
-            s_layers = [out.hidden_states[i + 1].float() for i, _ in pairs]
-            t_layers = [t_earlier[t] for _, t in pairs]
-            loss, parts = distillation_loss(
-                s_hidden, t_hidden, s_cap.triple(), t_qkv, mask, heads, s_layers, t_layers, layer_weight
-            )
+            loss, parts = losses(inputs, cache.outputs(indices, inputs, losses.teacher_forward))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
@@ -174,8 +195,7 @@ def distill(
             scheduler.step()
             history.append({"loss": float(loss.detach()), **parts, "seconds": time.perf_counter() - step_started})
     finally:
-        s_cap.close()
-        t_cap.close()
+        losses.close()
     student.eval()
     window = history[-max(1, steps // 10) :]
     return {
