@@ -53,8 +53,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--steps", type=int, default=None)
     args = parser.parse_args()
-    torch.set_num_threads(1)
     recipe = load_recipe(args.run_dir / "compress.yaml")
+    if recipe.threads is not None:  # as the run distilled (null: torch's default, every core)
+        torch.set_num_threads(recipe.threads)
     e = recipe.export
     layer_drop = json.loads((args.run_dir / "layer_drop" / "metanas_arch.json").read_text())["arch"]
     path = default_teacher_path()
