@@ -25,6 +25,7 @@ from transformers import AutoModel
 from metanas.cli import main
 from metanas.config import Recipe, load_recipe
 from metanas.cost import CostModel
+from metanas.objectives.losses import relation_loss
 from metanas.pipeline import STAGES, compress
 from metanas.pipeline.reporting import budget_verdict, timing_noise
 from metanas.pipeline.run import heldout_ranges
@@ -33,7 +34,7 @@ from metanas.pipeline.stages import steps_in_seconds
 from metanas.search.runner import STATE_FILE
 from metanas.space import SearchSpace
 from metanas.tracking import read_metrics
-from metanas.training.distill import distillation_loss
+from metanas.training.distill import MATH_ATTENTION_MAX_TOKENS, distillation_loss, training_attention
 
 TINY = REPO / "recipes" / "tiny.yaml"
 # Six generations: a search long enough that a kill right after training lands before it ends.
@@ -165,11 +166,27 @@ def test_distillation_loss_is_zero_for_the_teacher_itself_and_works_across_width
     mask = torch.ones(3, 5, dtype=torch.bool)
     mask[0, 3:] = False
     loss, parts = distillation_loss(h, h, qkv, qkv, mask, relation_heads=4)
-    assert set(parts) == {"relation", "similarity", "hidden", "cosine"}
+    assert set(parts) == {"similarity", "hidden", "cosine"}  # equal widths: hidden states, no relations
     assert float(loss) == pytest.approx(0.0, abs=1e-5)
+    other_qkv = [torch.randn(3, 5, 16) for _ in range(3)]
+    assert float(distillation_loss(h, h, other_qkv, qkv, mask, 4)[0]) == pytest.approx(0.0, abs=1e-5)
     narrow = [torch.randn(3, 5, 8) for _ in range(3)]
     loss, parts = distillation_loss(torch.randn(3, 5, 8), h, narrow, qkv, mask, relation_heads=4)
     assert set(parts) == {"relation", "similarity"} and float(loss) > 0
+    assert parts["relation"] == pytest.approx(float(relation_loss(narrow, qkv, mask, 4)), rel=1e-6)
+
+
+def test_short_training_batches_run_attention_on_the_math_kernel():
+    q = torch.randn(2, 2, 8, 4, requires_grad=True)
+    reference = torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    with training_attention(MATH_ATTENTION_MAX_TOKENS):
+        assert not torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
+        out = torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)  # the same attention, another kernel
+    out.sum().backward()
+    assert q.grad is not None
+    with training_attention(MATH_ATTENTION_MAX_TOKENS + 1):
+        assert torch.backends.cuda.flash_sdp_enabled()  # longer: PyTorch's own choice
 
 
 def test_the_layer_loss_is_the_weighted_mean_mse_of_each_layer_pair():

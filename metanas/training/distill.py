@@ -1,14 +1,15 @@
 """Final distillation: a standalone exported student trained further from the original teacher.
 
 After export the student is a plain Hugging Face model; a few hundred AdamW steps
-on the training data align it with the teacher (last-layer relations, in-batch
-embedding similarities and, at equal width, hidden states, sentence embeddings and
-each kept layer's output against the teacher layer it came from). The baselines
-get the same steps on the same batches.
+on the training data align it with the teacher (in-batch embedding similarities and,
+at equal width, hidden states, sentence embeddings and each kept layer's output
+against the teacher layer it came from; across widths, last-layer relations). The
+baselines get the same steps on the same batches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
@@ -26,6 +28,19 @@ from metanas._io import atomic_write_bytes
 from metanas.objectives.losses import masked_mse, mean_pool, relation_loss
 from metanas.training.schedule import adamw, lr_multiplier, param_groups
 from metanas.training.teacher_cache import TeacherCache, TeacherOutput
+
+# Up to this many tokens, a CPU training step runs attention on PyTorch's plain matmul-softmax kernel (math): at
+# 16 x 64 tokens its forward and backward take 7.5 ms against 26 ms for the fused flash kernel PyTorch picks, and
+# the fused one wins only from about 256 tokens (docs/benchmarks.md, "Session 8").
+MATH_ATTENTION_MAX_TOKENS = 128
+
+
+def training_attention(seq_len: int) -> contextlib.AbstractContextManager[Any]:
+    """The attention kernel for a CPU training step on `seq_len`-token batches: math up to 128 tokens, else
+    PyTorch's own choice."""
+    if seq_len <= MATH_ATTENTION_MAX_TOKENS:
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
 
 
 class _QKVCapture:
@@ -63,25 +78,29 @@ def distillation_loss(
     t_layers: Sequence[torch.Tensor] = (),
     layer_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Last-layer relations + in-batch embedding similarities, plus hidden states when the widths agree.
+    """In-batch embedding similarities, plus hidden states when the widths agree and relations when they do not.
 
-    - relations: MiniLMv2 Q-Q/K-K/V-V KL (any widths);
     - similarities: MSE between the student's and teacher's in-batch cosine
       similarity matrices of mean-pooled embeddings (any widths; what retrieval uses);
-    - same width only: token hidden-state MSE and 1 - cosine of the sentence
+    - same width: token hidden-state MSE and 1 - cosine of the sentence
       embeddings, so the exported model's own outputs align with the teacher's
       (no projection head that the exported model would lack);
     - same width and `layer_weight` > 0: `layer_weight` x the mean token MSE of each
       pair of `s_layers` / `t_layers` (a student layer's output against the teacher
       layer it was cut from, TinyBERT-style): a target for every layer, not only
-      the last, which the last-layer losses reach only through depth.
+      the last, which the last-layer losses reach only through depth;
+    - other widths: last-layer MiniLMv2 Q-Q/K-K/V-V relation KL, the token-level
+      target that needs no common width. At equal width the hidden states already
+      pin the tokens down: there the relations scored lower with and without the
+      layer loss and cost a third of a step (docs/benchmarks.md, "Session 8").
     """
-    parts: dict[str, torch.Tensor] = {"relation": relation_loss(s_qkv, t_qkv, mask, relation_heads)}
     es, et = mean_pool(s_hidden, mask), mean_pool(t_hidden, mask)
     ns, nt = torch.nn.functional.normalize(es, dim=-1), torch.nn.functional.normalize(et, dim=-1)
-    parts["similarity"] = ((ns @ ns.T - nt @ nt.T) ** 2).mean()
+    parts: dict[str, torch.Tensor] = {"similarity": ((ns @ ns.T - nt @ nt.T) ** 2).mean()}
     weights = dict.fromkeys(parts, 1.0)
-    if s_hidden.shape[-1] == t_hidden.shape[-1]:
+    if s_hidden.shape[-1] != t_hidden.shape[-1]:
+        parts["relation"] = relation_loss(s_qkv, t_qkv, mask, relation_heads)
+    else:
         parts["hidden"] = masked_mse(s_hidden, t_hidden, mask)
         parts["cosine"] = 1 - (ns * nt).sum(-1).mean()
         if layer_weight > 0 and s_layers:
@@ -187,7 +206,8 @@ def distill(
             picked = rows[indices]
             batch = collate([{k: picked[k][i] for k in picked} for i in range(batch_size)])
             inputs = {k: v for k, v in batch.items() if k != "labels"}
-            loss, parts = losses(inputs, cache.outputs(indices, inputs, losses.teacher_forward))
+            with training_attention(inputs["input_ids"].shape[1]):
+                loss, parts = losses(inputs, cache.outputs(indices, inputs, losses.teacher_forward))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
