@@ -332,8 +332,8 @@ class ExportSection:
     """The exported student and its optional final distillation as a standalone model.
 
     `distill_steps` > 0 distils the exported student (and the baselines, with the same
-    steps) from the original teacher on the training data: last-layer relations,
-    hidden states, mean-pooled sentence embeddings and each layer's output. `overwrite` lets a
+    steps) from the original teacher on the training data: hidden states, mean-pooled
+    sentence embeddings and each layer's output (last-layer relations across widths). `overwrite` lets a
     resumed run whose export or report settings changed redo those stages (the
     trained supernet and the search are kept). `format` is what ships, so it is also
     what the latency model, the pre-export check and the report time: ONNX Runtime
