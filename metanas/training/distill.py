@@ -97,7 +97,6 @@ def distillation_loss(
     es, et = mean_pool(s_hidden, mask), mean_pool(t_hidden, mask)
     ns, nt = torch.nn.functional.normalize(es, dim=-1), torch.nn.functional.normalize(et, dim=-1)
     parts: dict[str, torch.Tensor] = {"similarity": ((ns @ ns.T - nt @ nt.T) ** 2).mean()}
-    weights = dict.fromkeys(parts, 1.0)
     if s_hidden.shape[-1] != t_hidden.shape[-1]:
         parts["relation"] = relation_loss(s_qkv, t_qkv, mask, relation_heads)
     else:
@@ -106,8 +105,7 @@ def distillation_loss(
         if layer_weight > 0 and s_layers:
             pairs = [masked_mse(s, t, mask) for s, t in zip(s_layers, t_layers, strict=True)]
             parts["layers"] = torch.stack(pairs).mean()
-            weights["layers"] = layer_weight
-    total = sum(weights.get(k, 1.0) * v for k, v in parts.items())
+    total = sum(layer_weight * v if k == "layers" else v for k, v in parts.items())
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
