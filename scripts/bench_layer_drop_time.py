@@ -8,9 +8,9 @@ distil it with the quickstart's final distillation (`metanas.training.distill`, 
 data, learning rate, batch, bf16 and layer loss) for as long as RUN_DIR's latency, train and search
 stages plus its student's distillation took together (`--seconds`, default read from
 RUN_DIR), or for `--steps`. The model is saved to `--out` for `scripts/bench_agreement.py`.
-The step count for a time is measured, not assumed: the median of the first 20 steps is
-the pace the rest are scheduled from (the LR schedule needs the total up front; the mean
-of those steps, which pay for kernel set-up, left a third of a 305 s budget unused).
+The step count for a time is measured, not assumed, as `compress` measures it: 20 probe steps
+give the model's median step and the teacher's cost per uncached example
+(`metanas.training.pace`; the LR schedule needs the total up front).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from metanas.supernet.export import build_subnet_model
 from metanas.supernet.model import ElasticBert
 from metanas.teachers import default_teacher_path
 from metanas.training.distill import distill
+from metanas.training.pace import DistillPace
 from metanas.training.teacher_cache import TeacherCache
 
 PROBE_STEPS = 20
@@ -82,9 +82,9 @@ def main() -> None:
     if steps is None:
         seconds = seconds if seconds is not None else run_seconds(args.run_dir)
         probe = run(copy.deepcopy(student), PROBE_STEPS)
-        pace = statistics.median(h["seconds"] for h in probe["history"])
-        steps = max(1, int(seconds / pace))
-        print(f"budget {seconds:.0f} s at {pace:.3f} s/step: {steps} steps", flush=True)
+        pace = DistillPace.from_history(probe["history"], probe["teacher_examples_computed"])
+        steps = pace.steps_in(seconds, 10**6, len(bundle.train), e.distill_batch_size, len(cache))
+        print(f"budget {seconds:.0f} s at {pace.step_s:.3f} s/step: {steps} steps", flush=True)
     start = time.perf_counter()
     info = run(student, steps)
     took = time.perf_counter() - start

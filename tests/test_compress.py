@@ -30,11 +30,11 @@ from metanas.pipeline import STAGES, compress
 from metanas.pipeline.reporting import budget_verdict, timing_noise
 from metanas.pipeline.run import heldout_ranges
 from metanas.pipeline.stagelog import dependents, stage_fingerprints
-from metanas.pipeline.stages import steps_in_seconds
 from metanas.search.runner import STATE_FILE
 from metanas.space import SearchSpace
 from metanas.tracking import read_metrics
 from metanas.training.distill import MATH_ATTENTION_MAX_TOKENS, distillation_loss, training_attention
+from metanas.training.pace import DistillPace, expected_examples_drawn
 
 TINY = REPO / "recipes" / "tiny.yaml"
 # Six generations: a search long enough that a kill right after training lands before it ends.
@@ -95,10 +95,31 @@ def test_a_latency_overrun_smaller_than_the_rounds_spread_is_within_timing_noise
 
 
 def test_a_distillation_time_budget_runs_what_fits_between_one_step_and_the_most():
-    assert steps_in_seconds(60.0, 0.25, 2000) == 240
-    assert steps_in_seconds(60.0, 0.01, 2000) == 2000  # capped by export.distill_steps
-    assert steps_in_seconds(0.1, 0.25, 2000) == 1  # always at least one step
-    assert steps_in_seconds(60.0, 0.0, 300) == 300  # a pace too fast to time: the most
+    plain = DistillPace(step_s=0.25, teacher_s_per_example=0.0)
+    assert plain.steps_in(60.0, 2000, examples=1000, batch_size=16, cached=0) == 240
+    assert DistillPace(0.01, 0.0).steps_in(60.0, 2000, 1000, 16, 0) == 2000  # capped by export.distill_steps
+    assert plain.steps_in(0.1, 2000, 1000, 16, 0) == 1  # always at least one step
+    assert DistillPace(0.0, 0.0).steps_in(60.0, 300, 1000, 16, 0) == 300  # a pace too fast to time: the most
+
+
+def test_the_teacher_is_charged_once_per_example_the_run_is_expected_to_draw():
+    # 100 steps of 10 from 1,000 examples: 1000 * (1 - 0.99^100) = 633.97 distinct examples expected
+    assert expected_examples_drawn(100, 1000, 10) == pytest.approx(633.968, abs=1e-3)
+    assert expected_examples_drawn(5, 8, 16) == 8  # a batch larger than the data draws it all
+    pace = DistillPace(step_s=0.1, teacher_s_per_example=0.01)
+    assert pace.seconds(100, 1000, 10, cached=0) == pytest.approx(10.0 + 6.33968, abs=1e-4)
+    assert pace.seconds(100, 1000, 10, cached=200) == pytest.approx(10.0 + 4.33968, abs=1e-4)
+    assert pace.seconds(1, 1000, 10, cached=200) == pytest.approx(0.1)  # the cache already holds more
+    steps = pace.steps_in(30.0, 5000, 1000, 10, cached=0)
+    assert pace.seconds(steps, 1000, 10, 0) <= 30.0 < pace.seconds(steps + 1, 1000, 10, 0)
+    assert steps == 211  # 21.1 s of steps and 8.8 s of teacher; timing every step as a miss (0.2 s) gives 150
+    # from a probe's records: the median of each step's own share, the teacher per example computed
+    history = [{"seconds": 0.30, "teacher_seconds": 0.16}, {"seconds": 0.26, "teacher_seconds": 0.16}]
+    history.append({"seconds": 0.90, "teacher_seconds": 0.16})  # a slow first step does not set the pace
+    measured = DistillPace.from_history(history, teacher_examples=48)
+    assert measured.step_s == pytest.approx(0.14) and measured.teacher_s_per_example == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="at least one timed step"):
+        DistillPace.from_history([], 0)
 
 
 def test_uniform_shrink_takes_the_largest_even_fraction_within_budget():

@@ -22,7 +22,9 @@ class Rows:
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, indices: list[int]) -> dict[str, list[list[int]]]:
+    def __getitem__(self, indices: list[int] | str) -> dict[str, list[list[int]]] | list[list[int]]:
+        if isinstance(indices, str):  # a column, as a datasets.Dataset gives it
+            return [ex[indices] for ex in self.examples]
         picked = [self.examples[i] for i in indices]
         return {k: [ex[k] for ex in picked] for k in picked[0]}
 

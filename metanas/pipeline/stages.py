@@ -13,7 +13,6 @@ import dataclasses
 import json
 import logging
 import shutil
-import statistics
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +43,7 @@ from metanas.supernet.onnx_export import write_format
 from metanas.tracking import read_metrics
 from metanas.training import CHECKPOINT_FILE, SUPERNET_FILE, train_supernet
 from metanas.training.distill import distill, save_weights
+from metanas.training.pace import DistillPace
 from metanas.training.teacher_cache import TeacherCache
 
 if TYPE_CHECKING:
@@ -203,27 +203,25 @@ def _distill(
     )  # fmt: skip
 
 
-def steps_in_seconds(seconds: float, pace_s: float, most: int) -> int:
-    """Final-distillation steps that fit in `seconds` at `pace_s` seconds a step: at least 1, at most `most`."""
-    return max(1, min(most, int(seconds / pace_s))) if pace_s > 0 else most
-
-
 def _fitting_steps(
     run: CompressRun, model: PreTrainedModel, arch: ArchConfig, teacher: PreTrainedModel, cache: TeacherCache
 ) -> int:
     """How many steps of `model` fit in export.distill_seconds, timed on a copy (the same first batches).
 
-    The pace is the median step of the probe: its first steps also build the kernels
-    for the model's shapes, which the mean would charge to every step.
+    The probe's steps are the run's first batches, all teacher-cache misses; the
+    teacher's share of them is counted once per example the run is expected to draw
+    (`metanas.training.pace`), not once per step.
     """
     e = run.recipe.export
     probe = min(PACE_PROBE_STEPS, e.distill_steps)
     info = _distill(run, copy.deepcopy(model), arch, teacher, probe, "distill pace", cache)
-    pace = statistics.median(h["seconds"] for h in info["history"])
-    steps = steps_in_seconds(e.distill_seconds, pace, e.distill_steps)
+    pace = DistillPace.from_history(info["history"], info["teacher_examples_computed"])
+    examples = len(run.bundle.train)
+    steps = pace.steps_in(e.distill_seconds, e.distill_steps, examples, e.distill_batch_size, len(cache))
     logger.info(
-        "final distillation: %.2f s a step, so %d steps in export.distill_seconds=%g (at most %d)",
-        pace, steps, e.distill_seconds, e.distill_steps,
+        "final distillation: %.3f s a step and %.1f ms a new teacher example, so %d steps in "
+        "export.distill_seconds=%g (at most %d)",
+        pace.step_s, 1000 * pace.teacher_s_per_example, steps, e.distill_seconds, e.distill_steps,
     )  # fmt: skip
     return steps
 

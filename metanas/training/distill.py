@@ -26,6 +26,7 @@ from transformers import PreTrainedModel
 
 from metanas._io import atomic_write_bytes
 from metanas.objectives.losses import masked_mse, mean_pool, relation_loss
+from metanas.training.compact_vocab import CompactVocabulary
 from metanas.training.schedule import adamw, lr_multiplier, param_groups
 from metanas.training.teacher_cache import TeacherCache, TeacherOutput
 
@@ -187,33 +188,37 @@ def distill(
     torch.manual_seed(seed)
     student.train(dropout)
     teacher.eval()
-    optimizer = adamw(param_groups(student, 0.01), lr=lr)
-    warmup = max(1, int(0.1 * steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_multiplier(s, warmup=warmup, total=steps, schedule="linear")
-    )
     cache = TeacherCache(0) if cache is None else cache
     computed_before = cache.misses
     started = time.perf_counter()
-    losses = _DistillLosses(student, teacher, bf16, teacher_layers if layer_weight > 0 else None, layer_weight)
     history: list[dict[str, float]] = []
-    try:
-        for _ in tqdm(range(steps), desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0):
-            step_started = time.perf_counter()
-            indices = rng.sample(range(len(rows)), batch_size)
-            picked = rows[indices]
-            batch = collate([{k: picked[k][i] for k in picked} for i in range(batch_size)])
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
-            with training_attention(inputs["input_ids"].shape[1]):
-                loss, parts = losses(inputs, cache.outputs(indices, inputs, losses.teacher_forward))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            history.append({"loss": float(loss.detach()), **parts, "seconds": time.perf_counter() - step_started})
-    finally:
-        losses.close()
+    with CompactVocabulary(student, rows["input_ids"]) as vocabulary:  # before the optimizer: it trains the rows
+        optimizer = adamw(param_groups(student, 0.01), lr=lr)
+        warmup = max(1, int(0.1 * steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_multiplier(s, warmup=warmup, total=steps, schedule="linear")
+        )
+        losses = _DistillLosses(student, teacher, bf16, teacher_layers if layer_weight > 0 else None, layer_weight)
+        try:
+            for _ in tqdm(range(steps), desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0):
+                step_started = time.perf_counter()
+                indices = rng.sample(range(len(rows)), batch_size)
+                picked = rows[indices]
+                batch = collate([{k: picked[k][i] for k in picked} for i in range(batch_size)])
+                inputs = {k: v for k, v in batch.items() if k != "labels"}
+                with training_attention(inputs["input_ids"].shape[1]):
+                    target = cache.outputs(indices, inputs, losses.teacher_forward)
+                    teacher_s = time.perf_counter() - step_started
+                    loss, parts = losses(vocabulary.remap(inputs), target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                took = time.perf_counter() - step_started
+                history.append({"loss": float(loss.detach()), **parts, "seconds": took, "teacher_seconds": teacher_s})
+        finally:
+            losses.close()
     student.eval()
     window = history[-max(1, steps // 10) :]
     return {
