@@ -82,7 +82,7 @@ def main() -> None:
     if steps is None:
         seconds = seconds if seconds is not None else run_seconds(args.run_dir)
         probe = run(copy.deepcopy(student), PROBE_STEPS)
-        pace = DistillPace.from_history(probe["history"], probe["teacher_examples_computed"])
+        pace = DistillPace.from_probe(probe)
         steps = pace.steps_in(seconds, 10**6, len(bundle.train), e.distill_batch_size, len(cache))
         print(f"budget {seconds:.0f} s at {pace.step_s:.3f} s/step: {steps} steps", flush=True)
     start = time.perf_counter()

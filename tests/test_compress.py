@@ -113,13 +113,14 @@ def test_the_teacher_is_charged_once_per_example_the_run_is_expected_to_draw():
     steps = pace.steps_in(30.0, 5000, 1000, 10, cached=0)
     assert pace.seconds(steps, 1000, 10, 0) <= 30.0 < pace.seconds(steps + 1, 1000, 10, 0)
     assert steps == 211  # 21.1 s of steps and 8.8 s of teacher; timing every step as a miss (0.2 s) gives 150
-    # from a probe's records: the median of each step's own share, the teacher per example computed
-    history = [{"seconds": 0.30, "teacher_seconds": 0.16}, {"seconds": 0.26, "teacher_seconds": 0.16}]
-    history.append({"seconds": 0.90, "teacher_seconds": 0.16})  # a slow first step does not set the pace
-    measured = DistillPace.from_history(history, teacher_examples=48)
+    # from a probe: the median step, and the teacher's prefill per example
+    history = [{"seconds": 0.14}, {"seconds": 0.10}, {"seconds": 0.74}]  # a slow first step does not set the pace
+    probe = {"history": history, "teacher_prefilled": 48, "teacher_prefill_seconds": 0.48}
+    measured = DistillPace.from_probe(probe)
     assert measured.step_s == pytest.approx(0.14) and measured.teacher_s_per_example == pytest.approx(0.01)
+    assert DistillPace.from_probe({**probe, "teacher_prefilled": 0}).teacher_s_per_example == 0.0
     with pytest.raises(ValueError, match="at least one timed step"):
-        DistillPace.from_history([], 0)
+        DistillPace.from_probe({**probe, "history": []})
 
 
 def test_uniform_shrink_takes_the_largest_even_fraction_within_budget():

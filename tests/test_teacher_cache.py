@@ -70,8 +70,10 @@ def test_a_cached_teacher_trains_the_student_exactly_as_recomputing_it(rows: Row
     assert all(h["seconds"] > 0 for h in plain["history"])  # each step timed: export.distill_seconds' pace
     drawn = len(cache)
     assert first["teacher_examples_computed"] == drawn < 24  # repeats within a run come from the cache
-    assert again["teacher_examples_computed"] == 0
-    assert cache.hits == 48 - drawn and cache.misses == drawn
+    assert first["teacher_prefilled"] == drawn  # all before the first step, in batches of PREFILL_BATCH
+    assert plain["teacher_prefilled"] == 0  # a cache with no room: the teacher runs inside each step
+    assert again["teacher_examples_computed"] == again["teacher_prefilled"] == 0
+    assert cache.hits == 48 and cache.misses == drawn  # every step of both runs served from the cache
 
 
 def test_the_cache_stops_storing_at_its_limit_and_stays_correct(rows: Rows) -> None:

@@ -208,14 +208,14 @@ def _fitting_steps(
 ) -> int:
     """How many steps of `model` fit in export.distill_seconds, timed on a copy (the same first batches).
 
-    The probe's steps are the run's first batches, all teacher-cache misses; the
-    teacher's share of them is counted once per example the run is expected to draw
+    The probe's steps are the run's first batches; the teacher, which computed their
+    examples before them, is counted once per example the run is expected to draw
     (`metanas.training.pace`), not once per step.
     """
     e = run.recipe.export
     probe = min(PACE_PROBE_STEPS, e.distill_steps)
     info = _distill(run, copy.deepcopy(model), arch, teacher, probe, "distill pace", cache)
-    pace = DistillPace.from_history(info["history"], info["teacher_examples_computed"])
+    pace = DistillPace.from_probe(info)
     examples = len(run.bundle.train)
     steps = pace.steps_in(e.distill_seconds, e.distill_steps, examples, e.distill_batch_size, len(cache))
     logger.info(

@@ -153,6 +153,48 @@ class _DistillLosses:
         self.t_cap.close()
 
 
+# The teacher fills the cache in batches this large before a model's first step: bf16 on 2 cores its forward costs
+# 3.2 ms an example at 64, 4.4 at 16 and 6.3 at 4, the few new examples a later batch brings (docs/benchmarks.md,
+# "Session 9").
+PREFILL_BATCH = 64
+
+
+def batch_schedule(examples: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:
+    """The example indices of each step's batch: seeded, so every model distilled with `seed` sees the same."""
+    rng = random.Random(f"metanas-distill:{seed}")
+    return [rng.sample(range(examples), batch_size) for _ in range(steps)]
+
+
+def _batch_inputs(rows: Any, collate: Callable[..., dict[str, torch.Tensor]], indices: list[int]) -> dict:
+    picked = rows[indices]
+    batch = collate([{k: picked[k][i] for k in picked} for i in range(len(indices))])
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
+def prefill_teacher(
+    cache: TeacherCache,
+    forward: Callable[[dict[str, torch.Tensor]], TeacherOutput],
+    rows: Any,
+    collate: Callable[..., dict[str, torch.Tensor]],
+    schedule: list[list[int]],
+) -> tuple[int, float]:
+    """Run the teacher on every example `schedule` draws that `cache` lacks, `PREFILL_BATCH` at a time, while the
+    cache stores and has room. Returns (examples computed, seconds)."""
+    todo = list(dict.fromkeys(i for batch in schedule for i in batch if i not in cache))
+    if not cache.store or cache.full or not todo:
+        return 0, 0.0
+    started, done = time.perf_counter(), 0
+    chunks = [todo[i : i + PREFILL_BATCH] for i in range(0, len(todo), PREFILL_BATCH)]
+    for chunk in tqdm(chunks, desc="teacher outputs", unit="batch", dynamic_ncols=True, mininterval=1.0):
+        if cache.full:
+            break
+        inputs = _batch_inputs(rows, collate, chunk)
+        with training_attention(inputs["input_ids"].shape[1]):
+            cache.outputs(chunk, inputs, forward)
+        done += len(chunk)
+    return done, time.perf_counter() - started
+
+
 def distill(
     student: PreTrainedModel,
     teacher: PreTrainedModel,
@@ -175,7 +217,10 @@ def distill(
     data in the same order; linear warmup over 10% of the steps, then linear decay.
     `cache` (shared by every model distilled from this teacher) keeps the teacher's
     outputs per example, so the teacher runs once per example drawn, not once per
-    step and model. `dropout` False runs the student in eval mode (no dropout; the
+    step and model; before the first step it runs on every example the schedule
+    will draw that the cache lacks, 64 at a time (`prefill_teacher`). Only the word
+    embeddings of tokens in `rows` are trained (`CompactVocabulary`); the others are
+    left as they were. `dropout` False runs the student in eval mode (no dropout; the
     gradients are the same computation): over a few hundred steps the noise costs
     more than it regularises (docs/benchmarks.md). `teacher_layers` (the teacher layer
     each student layer was cut from, `metanas.space.layer_indices`) with `layer_weight`
@@ -184,7 +229,7 @@ def distill(
     """
     if len(rows) < batch_size:
         raise ValueError(f"final distillation: {len(rows)} training examples, fewer than one batch of {batch_size}")
-    rng = random.Random(f"metanas-distill:{seed}")
+    schedule = batch_schedule(len(rows), batch_size, steps, seed)
     torch.manual_seed(seed)
     student.train(dropout)
     teacher.eval()
@@ -200,23 +245,19 @@ def distill(
         )
         losses = _DistillLosses(student, teacher, bf16, teacher_layers if layer_weight > 0 else None, layer_weight)
         try:
-            for _ in tqdm(range(steps), desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0):
+            prefilled, prefill_seconds = prefill_teacher(cache, losses.teacher_forward, rows, collate, schedule)
+            for indices in tqdm(schedule, desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0):
                 step_started = time.perf_counter()
-                indices = rng.sample(range(len(rows)), batch_size)
-                picked = rows[indices]
-                batch = collate([{k: picked[k][i] for k in picked} for i in range(batch_size)])
-                inputs = {k: v for k, v in batch.items() if k != "labels"}
+                inputs = _batch_inputs(rows, collate, indices)
                 with training_attention(inputs["input_ids"].shape[1]):
                     target = cache.outputs(indices, inputs, losses.teacher_forward)
-                    teacher_s = time.perf_counter() - step_started
                     loss, parts = losses(vocabulary.remap(inputs), target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
                 optimizer.step()
                 scheduler.step()
-                took = time.perf_counter() - step_started
-                history.append({"loss": float(loss.detach()), **parts, "seconds": took, "teacher_seconds": teacher_s})
+                history.append({"loss": float(loss.detach()), **parts, "seconds": time.perf_counter() - step_started})
         finally:
             losses.close()
     student.eval()
@@ -227,6 +268,8 @@ def distill(
         "final_loss": sum(h["loss"] for h in window) / len(window) if window else None,
         "seconds": round(time.perf_counter() - started, 1),
         "teacher_examples_computed": cache.misses - computed_before,
+        "teacher_prefilled": prefilled,
+        "teacher_prefill_seconds": round(prefill_seconds, 2),
         "teacher_examples_cached": len(cache),
         "history": history,
     }

@@ -1,18 +1,17 @@
 """How many final-distillation steps fit in a time budget, the teacher's share counted where it is paid.
 
-A distillation step costs the model's own forward, backward and update, plus the
-teacher's forward for each example of the batch that the teacher cache has not seen
-yet. The cache fills over the first epochs and then the teacher costs nothing, so a
-pace timed on the first steps (all misses) charges every later step for a teacher
-pass it does not make: the quickstart student used 222 s of its 240 s that way, and
-with a step a third cheaper it would have used 190 s.
+A distillation costs the model's own steps, plus one teacher forward for each example
+its batches draw that the teacher cache does not hold yet (`distill` computes those
+first, in large batches). A pace that timed the first steps with the teacher inside
+them charged every later step for a teacher pass it does not make: the quickstart
+student used 222 s of its 240 s that way.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 def expected_examples_drawn(steps: int, examples: int, batch_size: int) -> float:
@@ -30,17 +29,18 @@ class DistillPace:
     teacher_s_per_example: float
 
     @classmethod
-    def from_history(cls, history: Sequence[dict[str, float]], teacher_examples: int) -> DistillPace:
-        """From a probe's step records (`distill`'s history: `seconds`, `teacher_seconds`).
+    def from_probe(cls, info: dict[str, Any]) -> DistillPace:
+        """From a probe's `distill` result: its steps' median, and its teacher prefill per example.
 
-        The step is the median of the model's own share: the first steps also build
-        the kernels for the model's shapes, which a mean would charge to every step.
+        The median, not the mean: the first steps also build the kernels for the
+        model's shapes, which a mean would charge to every step.
         """
+        history = info["history"]
         if not history:
             raise ValueError("a distillation pace needs at least one timed step")
-        own = statistics.median(h["seconds"] - h["teacher_seconds"] for h in history)
-        teacher = sum(h["teacher_seconds"] for h in history)
-        return cls(max(0.0, own), teacher / teacher_examples if teacher_examples > 0 else 0.0)
+        prefilled = info["teacher_prefilled"]
+        per_example = info["teacher_prefill_seconds"] / prefilled if prefilled > 0 else 0.0
+        return cls(statistics.median(h["seconds"] for h in history), per_example)
 
     def seconds(self, steps: int, examples: int, batch_size: int, cached: int) -> float:
         """Expected seconds of `steps` steps on `examples` examples, `cached` of them already in the cache."""

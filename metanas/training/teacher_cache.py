@@ -38,6 +38,14 @@ class TeacherCache:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def __contains__(self, index: int) -> bool:
+        return index in self._rows
+
+    @property
+    def full(self) -> bool:
+        """True once nothing more fits under the limit."""
+        return self.bytes >= self.max_bytes
+
     def stats(self) -> dict[str, Any]:
         return {
             "examples": len(self),
