@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from metanas.training.distill import distill
+from metanas.training.distill import distill, prefill
 from metanas.training.teacher_cache import TeacherCache
 
 
@@ -157,3 +157,18 @@ def test_the_final_distillation_runs_without_dropout_unless_asked(rows: Rows) ->
     losses = {name: [h["loss"] for h in r["history"]] for name, r in (("off", off), ("zero", zero), ("on", on))}
     assert losses["off"] == pytest.approx(losses["zero"], abs=1e-6)
     assert abs(losses["on"][0] - losses["off"][0]) > 1e-4  # dropout really changes the forward
+
+
+def test_a_prefill_for_more_steps_serves_every_batch_of_fewer(rows: Rows) -> None:
+    """What compress does: the teacher runs for the steps that would fit, timed, then the model distils fewer."""
+    teacher, student = tiny_bert(0, layers=4), tiny_bert(1, layers=2)
+    layered = dict(teacher_layers=(1, 3), layer_weight=5.0)
+    plain = distill(copy.deepcopy(student), teacher, rows, collate, steps=4, lr=1e-3, batch_size=4, **layered)
+    cache = TeacherCache(2**30)
+    examples, seconds = prefill(teacher, rows, collate, cache, steps=6, batch_size=4, layered=True)
+    assert examples == len(cache) > 0 and seconds > 0
+    after = distill(copy.deepcopy(student), teacher, rows, collate, steps=4, lr=1e-3, batch_size=4, cache=cache,
+                    **layered)  # fmt: skip
+    assert after["teacher_examples_computed"] == 0  # the first 4 batches of 6 were all prefilled
+    assert [h["loss"] for h in after["history"]] == pytest.approx([h["loss"] for h in plain["history"]], abs=1e-5)
+    assert prefill(teacher, rows, collate, cache, steps=6, batch_size=4, layered=True)[0] == 0  # nothing new

@@ -42,7 +42,7 @@ from metanas.supernet.export import ARCH_FILE, write_model_dir
 from metanas.supernet.onnx_export import write_format
 from metanas.tracking import read_metrics
 from metanas.training import CHECKPOINT_FILE, SUPERNET_FILE, train_supernet
-from metanas.training.distill import distill, save_weights
+from metanas.training.distill import distill, prefill, save_weights
 from metanas.training.pace import DistillPace
 from metanas.training.teacher_cache import TeacherCache
 
@@ -206,22 +206,28 @@ def _distill(
 def _fitting_steps(
     run: CompressRun, model: PreTrainedModel, arch: ArchConfig, teacher: PreTrainedModel, cache: TeacherCache
 ) -> int:
-    """How many steps of `model` fit in export.distill_seconds, timed on a copy (the same first batches).
+    """How many steps of `model` fit in export.distill_seconds, its teacher outputs included.
 
-    The probe's steps are the run's first batches; the teacher, which computed their
-    examples before them, is counted once per example the run is expected to draw
-    (`metanas.training.pace`), not once per step.
+    A probe on a copy (the run's first batches) times a step and the teacher per
+    example; the teacher then runs on every example the steps that would fit draw,
+    timed, and what that left of the budget sets the steps at the probe's pace
+    (`metanas.training.pace`). The distillation that follows finds all its examples
+    cached.
     """
     e = run.recipe.export
     probe = min(PACE_PROBE_STEPS, e.distill_steps)
-    info = _distill(run, copy.deepcopy(model), arch, teacher, probe, "distill pace", cache)
-    pace = DistillPace.from_probe(info)
-    examples = len(run.bundle.train)
-    steps = pace.steps_in(e.distill_seconds, e.distill_steps, examples, e.distill_batch_size, len(cache))
+    pace = DistillPace.from_probe(_distill(run, copy.deepcopy(model), arch, teacher, probe, "distill pace", cache))
+    examples, batch = len(run.bundle.train), e.distill_batch_size
+    planned = pace.steps_in(e.distill_seconds, e.distill_steps, examples, batch, len(cache))
+    _, seconds = prefill(
+        teacher, run.bundle.train, run.collate, cache, planned, batch, e.distill_bf16, run.recipe.training.seed,
+        layered=e.distill_layer_weight > 0,
+    )  # fmt: skip
+    steps = DistillPace(pace.step_s, 0.0).steps_in(e.distill_seconds - seconds, planned, examples, batch, len(cache))
     logger.info(
-        "final distillation: %.3f s a step and %.1f ms a new teacher example, so %d steps in "
-        "export.distill_seconds=%g (at most %d)",
-        pace.step_s, 1000 * pace.teacher_s_per_example, steps, e.distill_seconds, e.distill_steps,
+        "final distillation: %.3f s a step; the teacher took %.0f s for the examples of %d steps, so %d steps fit "
+        "in export.distill_seconds=%g (at most %d)",
+        pace.step_s, seconds, planned, steps, e.distill_seconds, e.distill_steps,
     )  # fmt: skip
     return steps
 

@@ -110,8 +110,27 @@ def distillation_loss(
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
+class TeacherForward:
+    """The frozen teacher's outputs for a batch, as `TeacherCache` keeps them: the last hidden state, the last
+    layer's query/key/value and, with `layered`, every earlier layer's output."""
+
+    def __init__(self, teacher: PreTrainedModel, bf16: bool, layered: bool) -> None:
+        self.teacher, self.layered = teacher.eval(), layered
+        self.autocast = torch.autocast("cpu", torch.bfloat16, enabled=bf16)
+        self.capture = _QKVCapture(teacher)
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> TeacherOutput:
+        with torch.no_grad(), self.autocast:
+            out = self.teacher(**inputs, output_hidden_states=self.layered)
+        earlier = list(out.hidden_states[1:-1]) if self.layered else []
+        return [out.last_hidden_state, *self.capture.triple(), *earlier]
+
+    def close(self) -> None:
+        self.capture.close()
+
+
 class _DistillLosses:
-    """The teacher's outputs for a batch (what `TeacherCache` keeps) and the student's loss against them."""
+    """The student's loss against the teacher's outputs for a batch (`TeacherForward`'s)."""
 
     def __init__(
         self,
@@ -121,20 +140,14 @@ class _DistillLosses:
         teacher_layers: Sequence[int] | None,
         layer_weight: float,
     ) -> None:
-        self.student, self.teacher, self.layer_weight = student, teacher, layer_weight
+        self.student, self.layer_weight = student, layer_weight
         self.heads = teacher.config.num_attention_heads
         self.layered = teacher_layers is not None
         # student layer i's target is teacher layer teacher_layers[i]; the last pair is the hidden-state loss already
         self.pairs = list(enumerate(teacher_layers or ()))[:-1]
         self.autocast = torch.autocast("cpu", torch.bfloat16, enabled=bf16)
-        self.s_cap, self.t_cap = _QKVCapture(student), _QKVCapture(teacher)
-
-    def teacher_forward(self, inputs: dict[str, torch.Tensor]) -> TeacherOutput:
-        """Last hidden state, last-layer query/key/value, and with the layer loss every earlier layer's output."""
-        with torch.no_grad(), self.autocast:
-            out = self.teacher(**inputs, output_hidden_states=self.layered)
-        earlier = list(out.hidden_states[1:-1]) if self.layered else []
-        return [out.last_hidden_state, *self.t_cap.triple(), *earlier]
+        self.s_cap = _QKVCapture(student)
+        self.teacher_forward = TeacherForward(teacher, bf16, self.layered)
 
     def __call__(self, inputs: dict[str, torch.Tensor], target: TeacherOutput) -> tuple[torch.Tensor, dict[str, float]]:
         t_hidden, t_qkv, t_earlier = target[0], target[1:4], target[4:]
@@ -150,7 +163,7 @@ class _DistillLosses:
 
     def close(self) -> None:
         self.s_cap.close()
-        self.t_cap.close()
+        self.teacher_forward.close()
 
 
 # The teacher fills the cache in batches this large before a model's first step: bf16 on 2 cores its forward costs
@@ -193,6 +206,26 @@ def prefill_teacher(
             cache.outputs(chunk, inputs, forward)
         done += len(chunk)
     return done, time.perf_counter() - started
+
+
+def prefill(
+    teacher: PreTrainedModel,
+    rows: Any,
+    collate: Callable[..., dict[str, torch.Tensor]],
+    cache: TeacherCache,
+    steps: int,
+    batch_size: int,
+    bf16: bool = False,
+    seed: int = 0,
+    layered: bool = False,
+) -> tuple[int, float]:
+    """`prefill_teacher` for the batches of `distill(..., steps, batch_size, seed=seed)` (the same outputs that
+    `distill` with `layer_weight` > 0 when `layered`, else without, would compute). Returns (examples, seconds)."""
+    forward = TeacherForward(teacher, bf16, layered)
+    try:
+        return prefill_teacher(cache, forward, rows, collate, batch_schedule(len(rows), batch_size, steps, seed))
+    finally:
+        forward.close()
 
 
 def distill(
