@@ -39,13 +39,14 @@ PROBE_STEPS = 20
 
 
 def run_seconds(run_dir: Path) -> float:
-    """Latency + train + search stages and the student's final distillation of a finished compress run."""
+    """Latency + train + search stages and the student's final distillation (with the teacher's pass before it) of
+    a finished compress run."""
     stages = json.loads((run_dir / "stages.json").read_text())["stages"]
     before_export = sum(stages[s]["seconds"] for s in ("latency", "train", "search"))
     student = stages["export"]["parts"]["student"]["distill"]
     if "seconds" not in student:
         raise SystemExit(f"{run_dir}: its final distillation has no recorded seconds (an older run); pass --seconds")
-    return before_export + student["seconds"]
+    return before_export + student.get("teacher_prefill_seconds", 0.0) + student["seconds"]
 
 
 def main() -> None:

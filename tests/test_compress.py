@@ -356,6 +356,11 @@ def test_rerun_skips_done_stages_and_changed_export_needs_overwrite(finished, tm
         assert main(["compress", str(TINY), "--out", str(run_dir), "--no-wandb", *timed]) == 0
         parts = json.loads((run_dir / "stages.json").read_text())["stages"]["export"]["info"]["parts"]
         assert {name: part["distill"]["steps"] for name, part in parts.items()} == dict.fromkeys(parts, expected)
+        # the pace probe and the timed prefill ran the teacher on every example first; here the probe's 8 steps
+        # are all the steps there are, so the prefill finds nothing new
+        student = parts["student"]["distill"]
+        assert student["teacher_examples_computed"] == student["teacher_prefilled"] == 0
+        assert student["teacher_prefill_seconds"] == 0.0
         distillation = json.loads((run_dir / "report.json").read_text())["distillation"]
         assert distillation["steps"] == expected and distillation["seconds_budget"] == float(seconds)
 

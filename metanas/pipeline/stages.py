@@ -205,7 +205,7 @@ def _distill(
 
 def _fitting_steps(
     run: CompressRun, model: PreTrainedModel, arch: ArchConfig, teacher: PreTrainedModel, cache: TeacherCache
-) -> int:
+) -> tuple[int, dict[str, Any]]:
     """How many steps of `model` fit in export.distill_seconds, its teacher outputs included.
 
     A probe on a copy (the run's first batches) times a step and the teacher per
@@ -219,7 +219,7 @@ def _fitting_steps(
     pace = DistillPace.from_probe(_distill(run, copy.deepcopy(model), arch, teacher, probe, "distill pace", cache))
     examples, batch = len(run.bundle.train), e.distill_batch_size
     planned = pace.steps_in(e.distill_seconds, e.distill_steps, examples, batch, len(cache))
-    _, seconds = prefill(
+    prefilled, seconds = prefill(
         teacher, run.bundle.train, run.collate, cache, planned, batch, e.distill_bf16, run.recipe.training.seed,
         layered=e.distill_layer_weight > 0,
     )  # fmt: skip
@@ -229,7 +229,7 @@ def _fitting_steps(
         "in export.distill_seconds=%g (at most %d)",
         pace.step_s, seconds, planned, steps, e.distill_seconds, e.distill_steps,
     )  # fmt: skip
-    return steps
+    return steps, {"teacher_prefilled": prefilled, "teacher_prefill_seconds": round(seconds, 2)}
 
 
 def _export_one(
@@ -248,8 +248,10 @@ def _export_one(
         distill_info = None
         if teacher is not None:
             model = AutoModel.from_pretrained(str(tmp), trust_remote_code=True)
-            steps = _fitting_steps(run, model, arch, teacher, cache) if steps is None else steps
-            distill_info = _distill(run, model, arch, teacher, steps, f"distill {name}", cache)
+            prefilled: dict[str, Any] = {}  # the teacher's pass when the time budget ran it before the steps
+            if steps is None:
+                steps, prefilled = _fitting_steps(run, model, arch, teacher, cache)
+            distill_info = {**_distill(run, model, arch, teacher, steps, f"distill {name}", cache), **prefilled}
             save_weights(model, tmp)
             info = json.loads((tmp / ARCH_FILE).read_text())
             info["final_distillation"] = {k: v for k, v in distill_info.items() if k != "history"}
