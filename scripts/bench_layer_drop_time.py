@@ -36,6 +36,7 @@ from metanas.training.pace import DistillPace
 from metanas.training.teacher_cache import TeacherCache
 
 PROBE_STEPS = 20
+NO_STEP_CAP = 10**6  # a time budget alone sets the steps here (compress also caps them at export.distill_steps)
 
 
 def run_seconds(run_dir: Path) -> float:
@@ -84,7 +85,7 @@ def main() -> None:
         seconds = seconds if seconds is not None else run_seconds(args.run_dir)
         probe = run(copy.deepcopy(student), PROBE_STEPS)
         pace = DistillPace.from_probe(probe)
-        steps = pace.steps_in(seconds, 10**6, len(bundle.train), e.distill_batch_size, len(cache))
+        steps = pace.steps_in(seconds, NO_STEP_CAP, len(bundle.train), e.distill_batch_size, len(cache))
         print(f"budget {seconds:.0f} s at {pace.step_s:.3f} s/step: {steps} steps", flush=True)
     start = time.perf_counter()
     info = run(student, steps)

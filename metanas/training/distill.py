@@ -135,19 +135,17 @@ class _DistillLosses:
     def __init__(
         self,
         student: PreTrainedModel,
-        teacher: PreTrainedModel,
+        teacher_heads: int,
         bf16: bool,
         teacher_layers: Sequence[int] | None,
         layer_weight: float,
     ) -> None:
-        self.student, self.layer_weight = student, layer_weight
-        self.heads = teacher.config.num_attention_heads
+        self.student, self.heads, self.layer_weight = student, teacher_heads, layer_weight
         self.layered = teacher_layers is not None
         # student layer i's target is teacher layer teacher_layers[i]; the last pair is the hidden-state loss already
         self.pairs = list(enumerate(teacher_layers or ()))[:-1]
         self.autocast = torch.autocast("cpu", torch.bfloat16, enabled=bf16)
         self.s_cap = _QKVCapture(student)
-        self.teacher_forward = TeacherForward(teacher, bf16, self.layered)
 
     def __call__(self, inputs: dict[str, torch.Tensor], target: TeacherOutput) -> tuple[torch.Tensor, dict[str, float]]:
         t_hidden, t_qkv, t_earlier = target[0], target[1:4], target[4:]
@@ -163,7 +161,6 @@ class _DistillLosses:
 
     def close(self) -> None:
         self.s_cap.close()
-        self.teacher_forward.close()
 
 
 # The teacher fills the cache in batches this large before a model's first step: bf16 on 2 cores its forward costs
@@ -276,14 +273,16 @@ def distill(
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_multiplier(s, warmup=warmup, total=steps, schedule="linear")
         )
-        losses = _DistillLosses(student, teacher, bf16, teacher_layers if layer_weight > 0 else None, layer_weight)
+        layers = teacher_layers if layer_weight > 0 else None
+        forward = TeacherForward(teacher, bf16, layered=layers is not None)
+        losses = _DistillLosses(student, teacher.config.num_attention_heads, bf16, layers, layer_weight)
         try:
-            prefilled, prefill_seconds = prefill_teacher(cache, losses.teacher_forward, rows, collate, schedule)
+            prefilled, prefill_seconds = prefill_teacher(cache, forward, rows, collate, schedule)
             for indices in tqdm(schedule, desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0):
                 step_started = time.perf_counter()
                 inputs = _batch_inputs(rows, collate, indices)
                 with training_attention(inputs["input_ids"].shape[1]):
-                    target = cache.outputs(indices, inputs, losses.teacher_forward)
+                    target = cache.outputs(indices, inputs, forward)
                     loss, parts = losses(vocabulary.remap(inputs), target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -293,6 +292,7 @@ def distill(
                 history.append({"loss": float(loss.detach()), **parts, "seconds": time.perf_counter() - step_started})
         finally:
             losses.close()
+            forward.close()
     student.eval()
     window = history[-max(1, steps // 10) :]
     return {
