@@ -264,9 +264,7 @@ def distill(
     student.train(dropout)
     teacher.eval()
     cache = TeacherCache(0) if cache is None else cache
-    computed_before = cache.misses
-    started = time.perf_counter()
-    history: list[dict[str, float]] = []
+    computed_before, started, history = cache.misses, time.perf_counter(), []
     with CompactVocabulary(student, rows["input_ids"]) as vocabulary:  # before the optimizer: it trains the rows
         optimizer = adamw(param_groups(student, 0.01), lr=lr)
         warmup = max(1, int(0.1 * steps))
