@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from metanas.training.distill import distill, prefill
+import metanas.training.distill as distill_module
+from metanas.training.distill import TeacherForward, distill, prefill, prefill_teacher
 from metanas.training.teacher_cache import TeacherCache
 
 
@@ -172,3 +173,25 @@ def test_a_prefill_for_more_steps_serves_every_batch_of_fewer(rows: Rows) -> Non
     assert after["teacher_examples_computed"] == 0  # the first 4 batches of 6 were all prefilled
     assert [h["loss"] for h in after["history"]] == pytest.approx([h["loss"] for h in plain["history"]], abs=1e-5)
     assert prefill(teacher, rows, collate, cache, steps=6, batch_size=4, layered=True)[0] == 0  # nothing new
+
+
+def test_the_prefill_batches_examples_of_similar_length(rows: Rows, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shortest first, so a batch pads its rows to little more than their own length."""
+    monkeypatch.setattr(distill_module, "PREFILL_BATCH", 4)
+    teacher, seen = tiny_bert(0), []
+    forward = TeacherForward(teacher, bf16=False, layered=False)
+
+    def recording(inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        seen.append(inputs["attention_mask"].sum(1).tolist())
+        return forward(inputs)
+
+    cache = TeacherCache(2**30)
+    schedule = [list(range(len(rows)))]
+    done, _ = prefill_teacher(cache, recording, rows, collate, schedule)
+    assert done == len(rows) == len(cache) and len(seen) == len(rows) // 4
+    flat = [n for batch in seen for n in batch]
+    assert flat == sorted(len(ex["input_ids"]) for ex in rows.examples)
+    padded = sum(len(b) * max(b) for b in seen)
+    in_drawn_order = sum(4 * max(len(rows.examples[i]["input_ids"]) for i in range(s, s + 4)) for s in range(0, 24, 4))
+    assert padded < in_drawn_order
+    forward.close()

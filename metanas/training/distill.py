@@ -26,6 +26,7 @@ from transformers import PreTrainedModel
 
 from metanas._io import atomic_write_bytes
 from metanas.objectives.losses import masked_mse, mean_pool, relation_loss
+from metanas.precision import bf16_autocast
 from metanas.training.compact_vocab import CompactVocabulary
 from metanas.training.schedule import adamw, lr_multiplier, param_groups
 from metanas.training.teacher_cache import TeacherCache, TeacherOutput
@@ -116,7 +117,7 @@ class TeacherForward:
 
     def __init__(self, teacher: PreTrainedModel, bf16: bool, layered: bool) -> None:
         self.teacher, self.layered = teacher.eval(), layered
-        self.autocast = torch.autocast("cpu", torch.bfloat16, enabled=bf16)
+        self.autocast = bf16_autocast(bf16, "cpu", "export.distill_bf16")
         self.capture = _QKVCapture(teacher)
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> TeacherOutput:
@@ -144,7 +145,7 @@ class _DistillLosses:
         self.layered = teacher_layers is not None
         # student layer i's target is teacher layer teacher_layers[i]; the last pair is the hidden-state loss already
         self.pairs = list(enumerate(teacher_layers or ()))[:-1]
-        self.autocast = torch.autocast("cpu", torch.bfloat16, enabled=bf16)
+        self.autocast = bf16_autocast(bf16, "cpu", "export.distill_bf16")
         self.s_cap = _QKVCapture(student)
 
     def __call__(self, inputs: dict[str, torch.Tensor], target: TeacherOutput) -> tuple[torch.Tensor, dict[str, float]]:
@@ -189,11 +190,17 @@ def prefill_teacher(
     schedule: list[list[int]],
 ) -> tuple[int, float]:
     """Run the teacher on every example `schedule` draws that `cache` lacks, `PREFILL_BATCH` at a time, while the
-    cache stores and has room. Returns (examples computed, seconds)."""
+    cache stores and has room. Returns (examples computed, seconds).
+
+    The examples go in order of length (the first drawn first among equals), so a batch pads little: in the
+    order drawn, a batch of 64 pads every row to the longest of them.
+    """
     todo = list(dict.fromkeys(i for batch in schedule for i in batch if i not in cache))
     if not cache.store or cache.full or not todo:
         return 0, 0.0
     started, done = time.perf_counter(), 0
+    ids = rows["input_ids"]
+    todo.sort(key=lambda i: len(ids[i]))  # stable: among equal lengths, the order drawn
     chunks = [todo[i : i + PREFILL_BATCH] for i in range(0, len(todo), PREFILL_BATCH)]
     for chunk in tqdm(chunks, desc="teacher outputs", unit="batch", dynamic_ncols=True, mininterval=1.0):
         if cache.full:
