@@ -239,7 +239,8 @@ def test_train_writes_summary_metrics_and_a_loadable_supernet(teacher, tmp_path)
 
 
 @pytest.mark.slow
-def test_bf16_uniform_sampling_and_space_overrides_train(teacher, tmp_path):
+def test_bf16_uniform_sampling_and_space_overrides_train(teacher, tmp_path, monkeypatch):
+    monkeypatch.setattr("metanas.precision.bf16_is_fast", lambda device_type: True)  # bf16 even where emulated
     data = recipe_dict(teacher, "mlm", steps=4, bf16=True, sampling="uniform", eval_every=0)
     data["space"] = {"depth_choices": [2, 3], "hidden_choices": [16, 32]}
     result = train_supernet(Recipe.from_dict(data), tmp_path / "bf16")

@@ -26,6 +26,7 @@ from metanas.pipeline.paths import STAGES_FILE
 from metanas.pipeline.run import STAGE_NAMES, needs_latency
 from metanas.pipeline.stagelog import StageLog
 from metanas.pipeline.teacher import TeacherInfo, resolve_teacher
+from metanas.precision import bf16_autocast, use_bf16
 from metanas.search.configs import make_config
 from metanas.search.registry import ResolvedStrategy, make_strategy, resolve_strategy
 from metanas.space import SearchSpace
@@ -47,7 +48,7 @@ def time_teacher_shape(config: PretrainedConfig, batch_size: int, seq_len: int, 
         torch.manual_seed(0)
         model = AutoModel.from_config(config)
     ids = torch.randint(0, config.vocab_size, (batch_size, seq_len))
-    autocast = torch.autocast("cpu", torch.bfloat16, enabled=bf16)
+    autocast = bf16_autocast(bf16, "cpu", "training.bf16")
 
     def forward_backward() -> float:
         start = time.perf_counter()
@@ -193,12 +194,13 @@ def _stage_lines(r: Recipe, evaluations: int, warm_line: str) -> list[tuple[str,
         "sandwich": f", {2 + t.num_random} subnets",
         "relaxed": f", {2 + t.num_random} subnets, the random ones drawn from architecture logits trained alongside",
     }.get(t.sampling, "")
+    bf16 = ", bf16" if use_bf16(t.bf16, "cpu", "training.bf16") else ""  # float32 where bf16 is emulated
     return [
         ("latency", latency_line),
         (
             "train",
             f"convert{' + rewire' if r.teacher.rewire else ''} the teacher; train the supernet {t.steps} steps "
-            f"({t.sampling}{subnets}, batch {t.batch_size} x {r.data.max_length} tokens{', bf16' if t.bf16 else ''})",
+            f"({t.sampling}{subnets}, batch {t.batch_size} x {r.data.max_length} tokens{bf16})",
         ),
         (
             "search",
@@ -266,7 +268,7 @@ def _teacher_lines(
         lines.append(
             f"measured here: teacher-shaped forward+backward {timing.forward_backward_s:.2f} s, forward "
             f"{timing.forward_s:.2f} s (batch {timing.batch_size} x {timing.seq_len} tokens"
-            f"{', bf16' if r.training.bf16 else ''})"
+            f"{', bf16' if use_bf16(r.training.bf16, 'cpu', 'training.bf16') else ''})"
         )
     return lines, timing
 

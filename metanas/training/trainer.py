@@ -47,6 +47,7 @@ from metanas.objectives.base import Objective
 from metanas.objectives.build import build_objective
 from metanas.objectives.losses import relation_loss
 from metanas.objectives.task import NO_LABELS_MESSAGE
+from metanas.precision import use_bf16
 from metanas.space import ArchConfig
 from metanas.supernet.convert import load_teacher_config
 from metanas.supernet.model import ElasticBert
@@ -224,7 +225,9 @@ class SupernetTrainer:
         )
         # bf16 autocast is ours rather than accelerate's mixed_precision, whose process-wide state
         # would refuse a second run with a different setting in the same process.
-        self.autocast = functools.partial(torch.autocast, self.accelerator.device.type, torch.bfloat16, enabled=t.bf16)
+        device_type = self.accelerator.device.type
+        bf16 = use_bf16(t.bf16, device_type, "training.bf16")  # float32 where bf16 is emulated
+        self.autocast = functools.partial(torch.autocast, device_type, torch.bfloat16, enabled=bf16)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
         self.device = self.accelerator.device
