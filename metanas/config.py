@@ -343,8 +343,8 @@ class ExportSection:
     overwrite: bool = False
     distill_steps: int = field(default=0, metadata=_meta(_NON_NEGATIVE))
     # a time budget instead of a step count: the student distils as many steps as fit in this many seconds with the
-    # teacher's pass over the examples they draw (timed first; its step: the median of a 20-step probe), at most
-    # distill_steps, and every baseline as many (null: distill_steps)
+    # teacher's pass over the examples they draw (timed first; its steps priced by a 20-step probe, per step and per
+    # padded token), at most distill_steps, and every baseline as many (null: distill_steps)
     distill_seconds: float | None = field(default=None, metadata=_meta(_POSITIVE))
     distill_lr: float = field(default=1e-4, metadata=_meta(_POSITIVE))
     distill_batch_size: int = field(default=16, metadata=_meta(_POSITIVE))

@@ -9,7 +9,7 @@ data, learning rate, batch, bf16 and layer loss) for as long as RUN_DIR's latenc
 stages plus its student's distillation took together (`--seconds`, default read from
 RUN_DIR), or for `--steps`. The model is saved to `--out` for `scripts/bench_agreement.py`.
 The step count for a time is measured, not assumed, as `compress` measures it: 20 probe steps
-give the model's median step and the teacher's cost per uncached example
+give the model's cost a step and per padded token, and the teacher's per uncached example
 (`metanas.training.pace`; the LR schedule needs the total up front).
 """
 
@@ -31,12 +31,12 @@ from metanas.supernet.convert import load_teacher_model
 from metanas.supernet.export import build_subnet_model
 from metanas.supernet.model import ElasticBert
 from metanas.teachers import default_teacher_path
-from metanas.training.distill import distill
+from metanas.training.distill import batch_schedule, distill, example_lengths
 from metanas.training.pace import DistillPace
 from metanas.training.teacher_cache import TeacherCache
 
 PROBE_STEPS = 20
-NO_STEP_CAP = 10**6  # a time budget alone sets the steps here (compress also caps them at export.distill_steps)
+MOST_STEPS = 20_000  # a time budget alone sets the steps here (compress also caps them at export.distill_steps)
 
 
 def run_seconds(run_dir: Path) -> float:
@@ -85,8 +85,10 @@ def main() -> None:
         seconds = seconds if seconds is not None else run_seconds(args.run_dir)
         probe = run(copy.deepcopy(student), PROBE_STEPS)
         pace = DistillPace.from_probe(probe)
-        steps = pace.steps_in(seconds, NO_STEP_CAP, len(bundle.train), e.distill_batch_size, len(cache))
-        print(f"budget {seconds:.0f} s at {pace.step_s:.3f} s/step: {steps} steps", flush=True)
+        lengths = example_lengths(bundle.train)
+        schedule = batch_schedule(lengths, e.distill_batch_size, MOST_STEPS, recipe.training.seed)
+        steps = pace.steps_in(seconds, schedule, lengths, cache)
+        print(f"budget {seconds:.0f} s: {steps} steps ({pace})", flush=True)
     start = time.perf_counter()
     info = run(student, steps)
     took = time.perf_counter() - start

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -33,8 +34,8 @@ from metanas.pipeline.stagelog import dependents, stage_fingerprints
 from metanas.search.runner import STATE_FILE
 from metanas.space import SearchSpace
 from metanas.tracking import read_metrics
-from metanas.training.distill import MATH_ATTENTION_MAX_TOKENS, distillation_loss, training_attention
-from metanas.training.pace import DistillPace, expected_examples_drawn
+from metanas.training.distill import MATH_ATTENTION_MAX_TOKENS, batch_schedule, distillation_loss, training_attention
+from metanas.training.pace import DistillPace, padded_tokens
 
 TINY = REPO / "recipes" / "tiny.yaml"
 # Six generations: a search long enough that a kill right after training lands before it ends.
@@ -95,32 +96,50 @@ def test_a_latency_overrun_smaller_than_the_rounds_spread_is_within_timing_noise
 
 
 def test_a_distillation_time_budget_runs_what_fits_between_one_step_and_the_most():
-    plain = DistillPace(step_s=0.25, teacher_s_per_example=0.0)
-    assert plain.steps_in(60.0, 2000, examples=1000, batch_size=16, cached=0) == 240
-    assert DistillPace(0.01, 0.0).steps_in(60.0, 2000, 1000, 16, 0) == 2000  # capped by export.distill_steps
-    assert plain.steps_in(0.1, 2000, 1000, 16, 0) == 1  # always at least one step
-    assert DistillPace(0.0, 0.0).steps_in(60.0, 300, 1000, 16, 0) == 300  # a pace too fast to time: the most
+    lengths = [10] * 1000
+    schedule = batch_schedule(lengths, 16, 2000, seed=0)
+    everything = set(range(1000))  # all cached: only the model's steps cost
+    plain = DistillPace(step_s=0.25, token_s=0.0, teacher_s_per_example=0.0)
+    assert plain.steps_in(60.0, schedule, lengths, everything) == 240
+    assert DistillPace(0.01, 0.0, 0.0).steps_in(60.0, schedule, lengths, everything) == 2000  # export.distill_steps
+    assert plain.steps_in(0.1, schedule, lengths, everything) == 1  # always at least one step
+    assert DistillPace(0.0, 0.0, 0.0).steps_in(60.0, schedule[:300], lengths, ()) == 300  # too fast to time: all
 
 
-def test_the_teacher_is_charged_once_per_example_the_run_is_expected_to_draw():
-    # 100 steps of 10 from 1,000 examples: 1000 * (1 - 0.99^100) = 633.97 distinct examples expected
-    assert expected_examples_drawn(100, 1000, 10) == pytest.approx(633.968, abs=1e-3)
-    assert expected_examples_drawn(5, 8, 16) == 8  # a batch larger than the data draws it all
-    pace = DistillPace(step_s=0.1, teacher_s_per_example=0.01)
-    assert pace.seconds(100, 1000, 10, cached=0) == pytest.approx(10.0 + 6.33968, abs=1e-4)
-    assert pace.seconds(100, 1000, 10, cached=200) == pytest.approx(10.0 + 4.33968, abs=1e-4)
-    assert pace.seconds(1, 1000, 10, cached=200) == pytest.approx(0.1)  # the cache already holds more
-    steps = pace.steps_in(30.0, 5000, 1000, 10, cached=0)
-    assert pace.seconds(steps, 1000, 10, 0) <= 30.0 < pace.seconds(steps + 1, 1000, 10, 0)
-    assert steps == 211  # 21.1 s of steps and 8.8 s of teacher; timing every step as a miss (0.2 s) gives 150
-    # from a probe: the median step, and the teacher's prefill per example
-    history = [{"seconds": 0.14}, {"seconds": 0.10}, {"seconds": 0.74}]  # a slow first step does not set the pace
+def test_a_step_costs_its_padded_tokens_and_the_teacher_once_per_new_example():
+    lengths = [4, 4, 8, 8, 2, 2]
+    schedule = [[0, 1], [2, 3], [0, 1], [4, 5]]  # 8, 16, 8 and 4 padded tokens; 6 distinct examples
+    assert [padded_tokens(b, lengths) for b in schedule] == [8, 16, 8, 4]
+    pace = DistillPace(step_s=1.0, token_s=0.5, teacher_s_per_example=10.0)
+    # steps 5, 9, 5, 3 s; teacher 20, 20, 0, 20 s: cumulative 25, 54, 59, 82
+    assert [pace.steps_in(s, schedule, lengths, ()) for s in (24.9, 25.0, 58.9, 59.0, 81.9, 82.0)] == [1, 1, 2, 3, 3, 4]
+    assert pace.steps_in(59.0 - 40.0, schedule, lengths, {0, 1, 2, 3}) == 3  # cached examples cost no teacher
+    # from a probe: a fixed cost and a cost per padded token, robust to a slow first step
+    history = [{"seconds": 0.02 + 1e-4 * t, "tokens": t} for t in (512, 768, 1024, 1024, 640, 256)]
+    history[0]["seconds"] = 0.9  # the first step also builds the kernels
     probe = {"history": history, "teacher_prefilled": 48, "teacher_prefill_seconds": 0.48}
     measured = DistillPace.from_probe(probe)
-    assert measured.step_s == pytest.approx(0.14) and measured.teacher_s_per_example == pytest.approx(0.01)
+    assert measured.step_s == pytest.approx(0.02) and measured.token_s == pytest.approx(1e-4)
+    assert measured.teacher_s_per_example == pytest.approx(0.01)
     assert DistillPace.from_probe({**probe, "teacher_prefilled": 0}).teacher_s_per_example == 0.0
+    same = DistillPace.from_probe({**probe, "history": [{"seconds": s, "tokens": 1024} for s in (0.3, 0.1, 0.2)]})
+    assert same.token_s == 0.0 and same.step_s == pytest.approx(0.2)  # one length: the median step
     with pytest.raises(ValueError, match="at least one timed step"):
         DistillPace.from_probe({**probe, "history": []})
+
+
+def test_the_schedule_passes_over_the_data_in_batches_of_similar_length():
+    rng = random.Random(0)
+    lengths = [rng.randint(2, 64) for _ in range(1000)]
+    schedule = batch_schedule(lengths, 16, 130, seed=3)
+    assert schedule == batch_schedule(lengths, 16, 130, seed=3) and schedule != batch_schedule(lengths, 16, 130, 4)
+    assert batch_schedule(lengths, 16, 40, seed=3) == schedule[:40]  # fewer steps: a prefix
+    first_pass = [i for b in schedule[:62] for i in b]  # 1,000 examples: 3 windows of 256 and one of 232, 62 batches
+    assert len(first_pass) == len(set(first_pass)) == 992  # each example at most once a pass
+    real = sum(lengths[i] for b in schedule for i in b)
+    assert real / sum(padded_tokens(b, lengths) for b in schedule) > 0.9  # 0.95; random batches of 16: 0.56
+    with pytest.raises(ValueError, match="fewer than one batch of 16"):
+        batch_schedule(lengths[:10], 16, 5, seed=0)
 
 
 def test_uniform_shrink_takes_the_largest_even_fraction_within_budget():

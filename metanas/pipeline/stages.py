@@ -42,7 +42,7 @@ from metanas.supernet.export import ARCH_FILE, write_model_dir
 from metanas.supernet.onnx_export import write_format
 from metanas.tracking import read_metrics
 from metanas.training import CHECKPOINT_FILE, SUPERNET_FILE, train_supernet
-from metanas.training.distill import distill, prefill, save_weights
+from metanas.training.distill import batch_schedule, distill, example_lengths, prefill, save_weights
 from metanas.training.pace import DistillPace
 from metanas.training.teacher_cache import TeacherCache
 
@@ -208,26 +208,27 @@ def _fitting_steps(
 ) -> tuple[int, dict[str, Any]]:
     """How many steps of `model` fit in export.distill_seconds, its teacher outputs included.
 
-    A probe on a copy (the run's first batches) times a step and the teacher per
-    example; the teacher then runs on every example the steps that would fit draw,
-    timed, and what that left of the budget sets the steps at the probe's pace
-    (`metanas.training.pace`). The distillation that follows finds all its examples
+    A probe on a copy (the run's first batches) times steps against their padded
+    tokens and the teacher per example; the teacher then runs on every example the
+    steps that would fit draw, timed, and what that left of the budget sets the steps
+    at the probe's pace, batch by batch (`metanas.training.pace`). The distillation that follows finds all its examples
     cached.
     """
     e = run.recipe.export
     probe = min(PACE_PROBE_STEPS, e.distill_steps)
     pace = DistillPace.from_probe(_distill(run, copy.deepcopy(model), arch, teacher, probe, "distill pace", cache))
-    examples, batch = len(run.bundle.train), e.distill_batch_size
-    planned = pace.steps_in(e.distill_seconds, e.distill_steps, examples, batch, len(cache))
+    lengths, batch = example_lengths(run.bundle.train), e.distill_batch_size
+    schedule = batch_schedule(lengths, batch, e.distill_steps, run.recipe.training.seed)  # what distill will draw
+    planned = pace.steps_in(e.distill_seconds, schedule, lengths, cache)
     prefilled, seconds = prefill(
         teacher, run.bundle.train, run.collate, cache, planned, batch, e.distill_bf16, run.recipe.training.seed,
         layered=e.distill_layer_weight > 0,
     )  # fmt: skip
-    steps = DistillPace(pace.step_s, 0.0).steps_in(e.distill_seconds - seconds, planned, examples, batch, len(cache))
+    steps = pace.steps_in(e.distill_seconds - seconds, schedule[:planned], lengths, cache)
     logger.info(
-        "final distillation: %.3f s a step; the teacher took %.0f s for the examples of %d steps, so %d steps fit "
-        "in export.distill_seconds=%g (at most %d)",
-        pace.step_s, seconds, planned, steps, e.distill_seconds, e.distill_steps,
+        "final distillation: %.3f s a step + %.1f ms per 1,000 padded tokens; the teacher took %.0f s for the "
+        "examples of %d steps, so %d steps fit in export.distill_seconds=%g (at most %d)",
+        pace.step_s, pace.token_s * 1e6, seconds, planned, steps, e.distill_seconds, e.distill_steps,
     )  # fmt: skip
     return steps, {"teacher_prefilled": prefilled, "teacher_prefill_seconds": round(seconds, 2)}
 

@@ -5,57 +5,72 @@ its batches draw that the teacher cache does not hold yet (`distill` computes th
 first, in large batches). A pace that timed the first steps with the teacher inside
 them charged every later step for a teacher pass it does not make: the quickstart
 student used 222 s of its 240 s that way.
+
+Batches are grouped by length (`metanas.training.distill.batch_schedule`), so a step's
+cost follows its padded tokens: a batch of short texts costs a fraction of a batch at
+the length limit. The pace is therefore a fixed cost per step plus a cost per padded
+token, fitted on a probe's timed steps, and a schedule's seconds are summed batch by
+batch.
 """
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+Schedule = Sequence[Sequence[int]]  # each step's example indices
 
-def expected_examples_drawn(steps: int, examples: int, batch_size: int) -> float:
-    """Expected number of distinct examples in `steps` batches of `batch_size` distinct ones drawn uniformly."""
-    if examples <= 0:
-        return 0.0
-    return examples * (1.0 - (1.0 - min(batch_size, examples) / examples) ** steps)
+
+def padded_tokens(batch: Sequence[int], lengths: Sequence[int]) -> int:
+    """Tokens of `batch` once padded to its longest example, as the collator pads it."""
+    return len(batch) * max(lengths[i] for i in batch)
+
+
+def _robust_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """(intercept, slope) of y ~ x by Theil-Sen: medians, so the first steps' kernel builds do not tilt it."""
+    pairs = [(i, j) for i in range(len(xs)) for j in range(i + 1, len(xs)) if xs[j] != xs[i]]
+    slopes = [(ys[j] - ys[i]) / (xs[j] - xs[i]) for i, j in pairs]
+    slope = max(0.0, statistics.median(slopes)) if slopes else 0.0
+    intercept = statistics.median(y - slope * x for x, y in zip(xs, ys, strict=True))
+    return max(0.0, intercept), slope
 
 
 @dataclass(frozen=True)
 class DistillPace:
-    """A model's seconds per step without the teacher, and the teacher's seconds per uncached example."""
+    """A model's seconds per step (fixed, and per padded token) without the teacher, and the teacher's seconds
+    per uncached example."""
 
     step_s: float
+    token_s: float
     teacher_s_per_example: float
 
     @classmethod
     def from_probe(cls, info: dict[str, Any]) -> DistillPace:
-        """From a probe's `distill` result: its steps' median, and its teacher prefill per example.
-
-        The median, not the mean: the first steps also build the kernels for the
-        model's shapes, which a mean would charge to every step.
-        """
+        """From a probe's `distill` result: its steps' seconds against their padded tokens, and its teacher
+        prefill per example."""
         history = info["history"]
         if not history:
             raise ValueError("a distillation pace needs at least one timed step")
+        step_s, token_s = _robust_line([h["tokens"] for h in history], [h["seconds"] for h in history])
         prefilled = info["teacher_prefilled"]
         per_example = info["teacher_prefill_seconds"] / prefilled if prefilled > 0 else 0.0
-        return cls(statistics.median(h["seconds"] for h in history), per_example)
+        return cls(step_s, token_s, per_example)
 
-    def seconds(self, steps: int, examples: int, batch_size: int, cached: int) -> float:
-        """Expected seconds of `steps` steps on `examples` examples, `cached` of them already in the cache."""
-        fresh = max(0.0, expected_examples_drawn(steps, examples, batch_size) - cached)
-        return steps * self.step_s + fresh * self.teacher_s_per_example
+    def step_seconds(self, batch: Sequence[int], lengths: Sequence[int]) -> float:
+        """Expected seconds of one step on `batch`, its teacher outputs cached."""
+        return self.step_s + self.token_s * padded_tokens(batch, lengths)
 
-    def steps_in(self, seconds: float, most: int, examples: int, batch_size: int, cached: int) -> int:
-        """The most steps (at least 1, at most `most`) expected to fit in `seconds`."""
-        if self.seconds(most, examples, batch_size, cached) <= seconds:
-            return most
-        low, high = 1, most  # seconds(low) may exceed the budget: one step is the least a model gets
-        while low < high:
-            mid = (low + high + 1) // 2
-            if self.seconds(mid, examples, batch_size, cached) <= seconds:
-                low = mid
-            else:
-                high = mid - 1
-        return low
+    def steps_in(self, seconds: float, schedule: Schedule, lengths: Sequence[int], cached: Container[int]) -> int:
+        """The most leading steps of `schedule` (at least 1) expected to fit in `seconds`, the teacher's pass over
+        the examples they draw that are not `cached` included."""
+        seen: set[int] = set()
+        total = 0.0
+        for step, batch in enumerate(schedule):
+            fresh = sum(1 for i in set(batch) - seen if i not in cached)
+            seen.update(batch)
+            total += self.step_seconds(batch, lengths) + fresh * self.teacher_s_per_example
+            if total > seconds:
+                return max(1, step)
+        return len(schedule)

@@ -223,11 +223,10 @@ class SupernetTrainer:
             cpu=_cpu_distributed(),
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
-        # bf16 autocast is ours rather than accelerate's mixed_precision, whose process-wide state
-        # would refuse a second run with a different setting in the same process.
-        device_type = self.accelerator.device.type
-        bf16 = use_bf16(t.bf16, device_type, "training.bf16")  # float32 where bf16 is emulated
-        self.autocast = functools.partial(torch.autocast, device_type, torch.bfloat16, enabled=bf16)
+        # bf16 autocast is ours rather than accelerate's mixed_precision, whose process-wide state would refuse a
+        # second run with a different setting in the same process; float32 where bf16 is emulated (use_bf16).
+        device, bf16 = self.accelerator.device.type, use_bf16(t.bf16, self.accelerator.device.type, "training.bf16")
+        self.autocast = functools.partial(torch.autocast, device, torch.bfloat16, enabled=bf16)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
         self.device = self.accelerator.device
