@@ -9,8 +9,9 @@ data, learning rate, batch, bf16 and layer loss) for as long as RUN_DIR's latenc
 stages plus its student's distillation took together (`--seconds`, default read from
 RUN_DIR), or for `--steps`. The model is saved to `--out` for `scripts/bench_agreement.py`.
 The step count for a time is measured, not assumed, as `compress` measures it: 20 probe steps
-give the model's cost a step and per padded token, and the teacher's per uncached example
-(`metanas.training.pace`; the LR schedule needs the total up front).
+give the model's cost a step and per padded token, and the teacher's per uncached example,
+for a first plan (`metanas.training.pace`; the warmup's length needs a total up front); at the end
+of its warmup the distillation plans again from its own steps (`TimeBudget`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from metanas.supernet.export import build_subnet_model
 from metanas.supernet.model import ElasticBert
 from metanas.teachers import default_teacher_path
 from metanas.training.distill import batch_schedule, distill, example_lengths
-from metanas.training.pace import DistillPace
+from metanas.training.pace import DistillPace, TimeBudget
 from metanas.training.teacher_cache import TeacherCache
 
 PROBE_STEPS = 20
@@ -73,14 +74,14 @@ def main() -> None:
     collate = Collator(tokenizer)
     cache = TeacherCache(e.distill_cache_mb * 2**20)
 
-    def run(model: torch.nn.Module, steps: int) -> dict:
+    def run(model: torch.nn.Module, steps: int, budget: TimeBudget | None = None) -> dict:
         return distill(
             model, teacher, bundle.train, collate, steps, e.distill_lr, e.distill_batch_size, e.distill_bf16,
             seed=recipe.training.seed, cache=cache, dropout=e.distill_dropout, teacher_layers=keep,
-            layer_weight=e.distill_layer_weight,
+            layer_weight=e.distill_layer_weight, budget=budget,
         )  # fmt: skip
 
-    steps, seconds = args.steps, args.seconds
+    steps, seconds, budget = args.steps, args.seconds, None
     if steps is None:
         seconds = seconds if seconds is not None else run_seconds(args.run_dir)
         probe = run(copy.deepcopy(student), PROBE_STEPS)
@@ -88,10 +89,11 @@ def main() -> None:
         lengths = example_lengths(bundle.train)
         schedule = batch_schedule(lengths, e.distill_batch_size, MOST_STEPS, recipe.training.seed)
         steps = pace.steps_in(seconds, schedule, lengths, cache)
-        print(f"budget {seconds:.0f} s: {steps} steps ({pace})", flush=True)
+        budget = TimeBudget(seconds, MOST_STEPS, pace.teacher_s_per_example)
+        print(f"budget {seconds:.0f} s: {steps} steps planned ({pace}), planned again after the warmup", flush=True)
     start = time.perf_counter()
-    info = run(student, steps)
-    took = time.perf_counter() - start
+    info = run(student, steps, budget)
+    took, steps = time.perf_counter() - start, info["steps"]
     args.out.mkdir(parents=True, exist_ok=True)
     student.save_pretrained(args.out)
     tokenizer.save_pretrained(args.out)

@@ -35,7 +35,7 @@ from metanas.search.runner import STATE_FILE
 from metanas.space import SearchSpace
 from metanas.tracking import read_metrics
 from metanas.training.distill import MATH_ATTENTION_MAX_TOKENS, batch_schedule, distillation_loss, training_attention
-from metanas.training.pace import DistillPace, padded_tokens
+from metanas.training.pace import DistillPace, TimeBudget, padded_tokens
 
 TINY = REPO / "recipes" / "tiny.yaml"
 # Six generations: a search long enough that a kill right after training lands before it ends.
@@ -126,6 +126,20 @@ def test_a_step_costs_its_padded_tokens_and_the_teacher_once_per_new_example():
     assert same.token_s == 0.0 and same.step_s == pytest.approx(0.2)  # one length: the median step
     with pytest.raises(ValueError, match="at least one timed step"):
         DistillPace.from_probe({**probe, "history": []})
+
+
+def test_a_budget_plans_again_from_the_steps_run_so_far():
+    lengths = [4, 4, 8, 8, 2, 2]
+    schedule = [[0, 1], [2, 3], [0, 1], [4, 5], [2, 3]]  # 8, 16, 8, 4, 16 padded tokens
+    history = [{"seconds": 1.0 + 0.5 * t, "tokens": t} for t in (8, 16)]  # 5 s and 9 s: step 1 s + 0.5 s a token
+    budget = TimeBudget(seconds=30.0, most_steps=5, teacher_s_per_example=10.0)
+    # 13 s spent, 17 left: step 3 costs 5 s, step 4 3 s + 20 s of teacher for examples 4 and 5, step 5 9 s
+    drawn = {0, 1, 2, 3}  # cached by the steps so far
+    assert budget.replanned_steps(13.0, history, schedule, lengths, drawn) == 3
+    assert budget.replanned_steps(13.0, history, schedule, lengths, set(range(6))) == 5  # all cached: 5 + 3 + 9 s
+    assert budget.replanned_steps(12.0, history, schedule, lengths, ()) == 3  # nothing cached: 5 + 20 s for step 3
+    assert budget.replanned_steps(40.0, history, schedule, lengths, drawn) == 3  # over already: one more step
+    assert TimeBudget(1e9, 2).replanned_steps(14.0, history, schedule, lengths, ()) == 2  # at the most: no more
 
 
 def test_the_schedule_passes_over_the_data_in_batches_of_similar_length():

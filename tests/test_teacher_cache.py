@@ -10,6 +10,7 @@ from transformers import BertConfig, BertModel
 
 import metanas.training.distill as distill_module
 from metanas.training.distill import TeacherForward, batch_schedule, distill, prefill, prefill_teacher
+from metanas.training.pace import TimeBudget
 from metanas.training.teacher_cache import TeacherCache
 
 
@@ -195,3 +196,19 @@ def test_the_prefill_batches_examples_of_similar_length(rows: Rows, monkeypatch:
     in_drawn_order = sum(4 * max(len(rows.examples[i]["input_ids"]) for i in range(s, s + 4)) for s in range(0, 24, 4))
     assert padded < in_drawn_order
     forward.close()
+
+
+def test_a_time_budget_plans_the_steps_again_after_the_warmup_without_changing_a_used_rate(rows: Rows) -> None:
+    teacher, student = tiny_bert(0), tiny_bert(1, layers=1)
+    common = {"lr": 1e-3, "batch_size": 4, "cache": TeacherCache(2**30)}
+    # a first plan of 9 steps (warmup 1); the budget has room for its most, 12: as a plain 12-step run (warmup 1)
+    roomy = distill(copy.deepcopy(student), teacher, rows, collate, 9, budget=TimeBudget(1e9, 12), **common)
+    plain = distill(copy.deepcopy(student), teacher, rows, collate, 12, **common)
+    assert roomy["steps"] == len(roomy["history"]) == 12 and roomy["planned_steps"] == 9
+    assert [h["loss"] for h in roomy["history"]] == pytest.approx([h["loss"] for h in plain["history"]], abs=1e-6)
+    # no time left after a warmup of 2 (20 planned): one more step, the first of the decay
+    spent = distill(copy.deepcopy(student), teacher, rows, collate, 20, budget=TimeBudget(0.0, 30), **common)
+    assert spent["steps"] == 3 and spent["planned_steps"] == 20
+    # a plan no longer than its warmup has nothing to plan again
+    short = distill(copy.deepcopy(student), teacher, rows, collate, 1, budget=TimeBudget(0.0, 30), **common)
+    assert short["steps"] == 1

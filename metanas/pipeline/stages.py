@@ -43,7 +43,7 @@ from metanas.supernet.onnx_export import write_format
 from metanas.tracking import read_metrics
 from metanas.training import CHECKPOINT_FILE, SUPERNET_FILE, train_supernet
 from metanas.training.distill import batch_schedule, distill, example_lengths, prefill, save_weights
-from metanas.training.pace import DistillPace
+from metanas.training.pace import DistillPace, TimeBudget
 from metanas.training.teacher_cache import TeacherCache
 
 if TYPE_CHECKING:
@@ -192,6 +192,7 @@ def _distill(
     steps: int,
     desc: str,
     cache: TeacherCache,
+    budget: TimeBudget | None = None,
 ) -> dict[str, Any]:
     """`distill` with the recipe's final-distillation settings, on the run's training data; each of `arch`'s
     layers is matched to the teacher layer it was cut from."""
@@ -199,14 +200,15 @@ def _distill(
     return distill(
         model, teacher, run.bundle.train, run.collate, steps=steps, lr=e.distill_lr, batch_size=e.distill_batch_size,
         bf16=e.distill_bf16, dropout=e.distill_dropout, seed=run.recipe.training.seed, desc=desc, cache=cache,
-        teacher_layers=run.space.layer_indices(arch), layer_weight=e.distill_layer_weight,
+        teacher_layers=run.space.layer_indices(arch), layer_weight=e.distill_layer_weight, budget=budget,
     )  # fmt: skip
 
 
 def _fitting_steps(
     run: CompressRun, model: PreTrainedModel, arch: ArchConfig, teacher: PreTrainedModel, cache: TeacherCache
-) -> tuple[int, dict[str, Any]]:
-    """How many steps of `model` fit in export.distill_seconds, its teacher outputs included.
+) -> tuple[int, TimeBudget, dict[str, Any]]:
+    """A first plan of how many steps of `model` fit in export.distill_seconds, its teacher outputs included, and
+    the budget the distillation re-plans against after its warmup.
 
     A probe on a copy (the run's first batches) times steps against their padded
     tokens and the teacher per example; the teacher then runs on every example the
@@ -230,7 +232,8 @@ def _fitting_steps(
         "examples of %d steps, so %d steps fit in export.distill_seconds=%g (at most %d)",
         pace.step_s, pace.token_s * 1e6, seconds, planned, steps, e.distill_seconds, e.distill_steps,
     )  # fmt: skip
-    return steps, {"teacher_prefilled": prefilled, "teacher_prefill_seconds": round(seconds, 2)}
+    budget = TimeBudget(e.distill_seconds - seconds, e.distill_steps, pace.teacher_s_per_example)
+    return steps, budget, {"teacher_prefilled": prefilled, "teacher_prefill_seconds": round(seconds, 2)}
 
 
 def _export_one(
@@ -250,9 +253,15 @@ def _export_one(
         if teacher is not None:
             model = AutoModel.from_pretrained(str(tmp), trust_remote_code=True)
             prefilled: dict[str, Any] = {}  # the teacher's pass when the time budget ran it before the steps
+            budget = None
             if steps is None:
-                steps, prefilled = _fitting_steps(run, model, arch, teacher, cache)
-            distill_info = {**_distill(run, model, arch, teacher, steps, f"distill {name}", cache), **prefilled}
+                steps, budget, prefilled = _fitting_steps(run, model, arch, teacher, cache)
+            distill_info = {**_distill(run, model, arch, teacher, steps, f"distill {name}", cache, budget), **prefilled}
+            if budget is not None and distill_info["steps"] != steps:
+                logger.info(
+                    "final distillation: planned again after its warmup from its own steps: %d steps instead of %d",
+                    distill_info["steps"], steps,
+                )  # fmt: skip
             save_weights(model, tmp)
             info = json.loads((tmp / ARCH_FILE).read_text())
             info["final_distillation"] = {k: v for k, v in distill_info.items() if k != "history"}

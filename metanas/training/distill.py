@@ -13,6 +13,7 @@ import contextlib
 import random
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from metanas._io import atomic_write_bytes
 from metanas.objectives.losses import masked_mse, mean_pool, relation_loss
 from metanas.precision import bf16_autocast
 from metanas.training.compact_vocab import CompactVocabulary
+from metanas.training.pace import TimeBudget
 from metanas.training.schedule import adamw, lr_multiplier, param_groups
 from metanas.training.teacher_cache import TeacherCache, TeacherOutput
 
@@ -265,6 +267,29 @@ def prefill(
         forward.close()
 
 
+class _Step:
+    """One timed AdamW step of the student on the batch of some example indices, the teacher's outputs for it
+    from the cache (or computed)."""
+
+    def __init__(self, student: nn.Module, optimizer: Any, scheduler: Any, losses: Any, vocabulary: Any) -> None:
+        self.student, self.optimizer, self.scheduler = student, optimizer, scheduler
+        self.losses, self.vocabulary = losses, vocabulary
+
+    def __call__(self, indices: list[int], batch: Callable[[list[int]], dict], target: Callable) -> dict[str, Any]:
+        """The step's loss, its parts, its seconds (collation included) and its padded tokens."""
+        started = time.perf_counter()
+        inputs = batch(indices)
+        with training_attention(inputs["input_ids"].shape[1]):
+            loss, parts = self.losses(self.vocabulary.remap(inputs), target(indices, inputs))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        seconds, tokens = time.perf_counter() - started, inputs["input_ids"].numel()
+        return {"loss": float(loss.detach()), **parts, "seconds": seconds, "tokens": tokens}
+
+
 def distill(
     student: PreTrainedModel,
     teacher: PreTrainedModel,
@@ -280,6 +305,7 @@ def distill(
     dropout: bool = False,
     teacher_layers: Sequence[int] | None = None,
     layer_weight: float = 0.0,
+    budget: TimeBudget | None = None,
 ) -> dict[str, Any]:
     """Distil a standalone `student` from `teacher` for `steps` AdamW steps on `rows` (tokenized examples).
 
@@ -297,9 +323,11 @@ def distill(
     more than it regularises (docs/benchmarks.md). `teacher_layers` (the teacher layer
     each student layer was cut from, `metanas.space.layer_indices`) with `layer_weight`
     > 0 adds the layer loss of `distillation_loss`; every model sharing a `cache` must
-    then use it (the cache then keeps every teacher layer's output).
+    then use it (the cache then keeps every teacher layer's output). With a `budget`, `steps` is
+    a first plan, set again after the warmup to what fits (`TimeBudget`): see the returned `steps`.
     """
-    schedule = batch_schedule(example_lengths(rows), batch_size, steps, seed)
+    lengths = example_lengths(rows)
+    schedule = batch_schedule(lengths, batch_size, max(steps, budget.most_steps) if budget else steps, seed)
     torch.manual_seed(seed)
     student.train(dropout)
     teacher.eval()
@@ -307,43 +335,49 @@ def distill(
     computed_before, started, history = cache.misses, time.perf_counter(), []
     with CompactVocabulary(student, rows["input_ids"]) as vocabulary:  # before the optimizer: it trains the rows
         optimizer = adamw(param_groups(student, 0.01), lr=lr)
-        warmup = max(1, int(0.1 * steps))
+        warmup, plan = max(1, int(0.1 * steps)), {"total": steps}
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_multiplier(s, warmup=warmup, total=steps, schedule="linear")
+            optimizer, lambda s: lr_multiplier(s, warmup=warmup, total=plan["total"], schedule="linear")
         )
         layers = teacher_layers if layer_weight > 0 else None
         forward = TeacherForward(teacher, bf16, layered=layers is not None)
         losses = _DistillLosses(student, teacher.config.num_attention_heads, bf16, layers, layer_weight)
+        step = _Step(student, optimizer, scheduler, losses, vocabulary)
+        batch, target = partial(_batch_inputs, rows, collate), partial(cache.outputs, forward=forward)
         try:
-            prefilled, prefill_seconds = prefill_teacher(cache, forward, rows, collate, schedule)
-            for indices in tqdm(schedule, desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0):
-                step_started = time.perf_counter()
-                inputs = _batch_inputs(rows, collate, indices)
-                with training_attention(inputs["input_ids"].shape[1]):
-                    target = cache.outputs(indices, inputs, forward)
-                    loss, parts = losses(vocabulary.remap(inputs), target)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                seconds, tokens = time.perf_counter() - step_started, inputs["input_ids"].numel()
-                history.append({"loss": float(loss.detach()), **parts, "seconds": seconds, "tokens": tokens})
+            prefilled, prefill_seconds = prefill_teacher(cache, forward, rows, collate, schedule[:steps])
+            bar = tqdm(total=steps, desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0)
+            while len(history) < plan["total"]:
+                history.append(step(schedule[len(history)], batch, target))
+                bar.update()
+                if budget is not None and len(history) == warmup < plan["total"]:  # the decay has not begun
+                    plan["total"] = bar.total = budget.replanned_steps(
+                        time.perf_counter() - started, history, schedule, lengths, cache
+                    )
+            bar.close()
         finally:
             losses.close()
             forward.close()
     student.eval()
-    window = history[-max(1, steps // 10) :]
     return {
-        "steps": steps,
-        "first_loss": history[0]["loss"] if history else None,
-        "final_loss": sum(h["loss"] for h in window) / len(window) if window else None,
+        **_loss_summary(history),
+        **({"planned_steps": steps} if budget else {}),
         "seconds": round(time.perf_counter() - started, 1),
         "teacher_examples_computed": cache.misses - computed_before,
         "teacher_prefilled": prefilled,
         "teacher_prefill_seconds": round(prefill_seconds, 2),
         "teacher_examples_cached": len(cache),
         "history": history,
+    }
+
+
+def _loss_summary(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Steps run, the first step's loss and the mean of the last tenth's."""
+    window = history[-max(1, len(history) // 10) :]
+    return {
+        "steps": len(history),
+        "first_loss": history[0]["loss"] if history else None,
+        "final_loss": sum(h["loss"] for h in window) / len(window) if window else None,
     }
 
 

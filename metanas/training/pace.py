@@ -11,6 +11,11 @@ cost follows its padded tokens: a batch of short texts costs a fraction of a bat
 the length limit. The pace is therefore a fixed cost per step plus a cost per padded
 token, fitted on a probe's timed steps, and a schedule's seconds are summed batch by
 batch.
+
+A 20-step probe misjudges a long run by 10-35% either way on a noisy 2-core machine,
+so a distillation given a `TimeBudget` plans again at the end of its warmup, from its
+own warmup steps (over a hundred in the quickstart) and the seconds it has left. There
+the linear decay has not started, so a new total changes no learning rate already used.
 """
 
 from __future__ import annotations
@@ -47,16 +52,20 @@ class DistillPace:
     teacher_s_per_example: float
 
     @classmethod
-    def from_probe(cls, info: dict[str, Any]) -> DistillPace:
-        """From a probe's `distill` result: its steps' seconds against their padded tokens, and its teacher
-        prefill per example."""
-        history = info["history"]
+    def from_steps(cls, history: Sequence[dict[str, Any]], teacher_s_per_example: float) -> DistillPace:
+        """From timed steps (`distill`'s history: seconds and padded tokens of each)."""
         if not history:
             raise ValueError("a distillation pace needs at least one timed step")
         step_s, token_s = _robust_line([h["tokens"] for h in history], [h["seconds"] for h in history])
+        return cls(step_s, token_s, teacher_s_per_example)
+
+    @classmethod
+    def from_probe(cls, info: dict[str, Any]) -> DistillPace:
+        """From a probe's `distill` result: its steps' seconds against their padded tokens, and its teacher
+        prefill per example."""
         prefilled = info["teacher_prefilled"]
         per_example = info["teacher_prefill_seconds"] / prefilled if prefilled > 0 else 0.0
-        return cls(step_s, token_s, per_example)
+        return cls.from_steps(info["history"], per_example)
 
     def step_seconds(self, batch: Sequence[int], lengths: Sequence[int]) -> float:
         """Expected seconds of one step on `batch`, its teacher outputs cached."""
@@ -74,3 +83,28 @@ class DistillPace:
             if total > seconds:
                 return max(1, step)
         return len(schedule)
+
+
+@dataclass(frozen=True)
+class TimeBudget:
+    """Seconds a distillation may take from its start (its own teacher prefill included), at most `most_steps`
+    steps; `teacher_s_per_example` prices a draw the teacher cache lacks."""
+
+    seconds: float
+    most_steps: int
+    teacher_s_per_example: float = 0.0
+
+    def replanned_steps(
+        self,
+        elapsed: float,
+        history: Sequence[dict[str, Any]],
+        schedule: Schedule,
+        lengths: Sequence[int],
+        cached: Container[int],
+    ) -> int:
+        """The total steps once `history`'s steps are done in `elapsed` seconds: those, plus the next steps of
+        `schedule` (at least one) that fit in what is left at the pace `history` shows."""
+        done = len(history)
+        pace = DistillPace.from_steps(history, self.teacher_s_per_example)
+        rest = schedule[done : self.most_steps]
+        return done + (pace.steps_in(self.seconds - elapsed, rest, lengths, cached) if rest else 0)
