@@ -34,8 +34,15 @@ from metanas.pipeline.stagelog import dependents, stage_fingerprints
 from metanas.search.runner import STATE_FILE
 from metanas.space import SearchSpace
 from metanas.tracking import read_metrics
-from metanas.training.distill import MATH_ATTENTION_MAX_TOKENS, batch_schedule, distillation_loss, training_attention
-from metanas.training.pace import DistillPace, TimeBudget, padded_tokens
+from metanas.training.distill import (
+    MATH_ATTENTION_MAX_TOKENS,
+    _DecayPlan,
+    batch_schedule,
+    distillation_loss,
+    training_attention,
+)
+from metanas.training.pace import PACE_WINDOW, DistillPace, TimeBudget, padded_tokens
+from metanas.training.schedule import lr_multiplier
 
 TINY = REPO / "recipes" / "tiny.yaml"
 # Six generations: a search long enough that a kill right after training lands before it ends.
@@ -123,23 +130,52 @@ def test_a_step_costs_its_padded_tokens_and_the_teacher_once_per_new_example():
     assert measured.teacher_s_per_example == pytest.approx(0.01)
     assert DistillPace.from_probe({**probe, "teacher_prefilled": 0}).teacher_s_per_example == 0.0
     same = DistillPace.from_probe({**probe, "history": [{"seconds": s, "tokens": 1024} for s in (0.3, 0.1, 0.2)]})
-    assert same.token_s == 0.0 and same.step_s == pytest.approx(0.2)  # one length: the median step
+    assert same.token_s == 0.0 and same.step_s == pytest.approx(0.15)  # one length: the mean step after the first
+    # the intercept is the mean residual: the line sums the steps it was fitted on
+    skewed = [
+        {"seconds": 0.1 + 1e-4 * t + (0.05 if i % 5 == 0 else 0.0), "tokens": t}
+        for i, t in enumerate(range(64, 1088, 64))
+    ]
+    line = DistillPace.from_steps(skewed, 0.0)
+    assert line.token_s == pytest.approx(1e-4) and line.step_s == pytest.approx(0.1 + 0.05 * 4 / 16)
     with pytest.raises(ValueError, match="at least one timed step"):
         DistillPace.from_probe({**probe, "history": []})
 
 
-def test_a_budget_plans_again_from_the_steps_run_so_far():
+def test_a_budget_plans_again_from_the_latest_steps_run_so_far():
     lengths = [4, 4, 8, 8, 2, 2]
     schedule = [[0, 1], [2, 3], [0, 1], [4, 5], [2, 3]]  # 8, 16, 8, 4, 16 padded tokens
-    history = [{"seconds": 1.0 + 0.5 * t, "tokens": t} for t in (8, 16)]  # 5 s and 9 s: step 1 s + 0.5 s a token
+    # the first step also built the kernels (left out); then 9 s and 5 s: 1 s a step + 0.5 s a token
+    history = [{"seconds": 2.0, "tokens": 8}, {"seconds": 9.0, "tokens": 16}, {"seconds": 5.0, "tokens": 8}]
     budget = TimeBudget(seconds=30.0, most_steps=5, teacher_s_per_example=10.0)
-    # 13 s spent, 17 left: step 3 costs 5 s, step 4 3 s + 20 s of teacher for examples 4 and 5, step 5 9 s
+    # 13 s spent, 17 left: step 4 costs 3 s + 20 s of teacher for examples 4 and 5, step 5 costs 9 s
     drawn = {0, 1, 2, 3}  # cached by the steps so far
-    assert budget.replanned_steps(13.0, history, schedule, lengths, drawn) == 3
-    assert budget.replanned_steps(13.0, history, schedule, lengths, set(range(6))) == 5  # all cached: 5 + 3 + 9 s
-    assert budget.replanned_steps(12.0, history, schedule, lengths, ()) == 3  # nothing cached: 5 + 20 s for step 3
-    assert budget.replanned_steps(40.0, history, schedule, lengths, drawn) == 3  # over already: one more step
-    assert TimeBudget(1e9, 2).replanned_steps(14.0, history, schedule, lengths, ()) == 2  # at the most: no more
+    assert budget.replanned_steps(13.0, history, schedule, lengths, drawn) == 4  # over: still one more step
+    assert budget.replanned_steps(13.0, history, schedule, lengths, set(range(6))) == 5  # all cached: 3 + 9 s
+    assert budget.replanned_steps(18.0, history, schedule, lengths, set(range(6))) == 5  # 12 s left: just
+    assert budget.replanned_steps(19.0, history, schedule, lengths, set(range(6))) == 4  # 11 s left: step 4 only
+    assert TimeBudget(1e9, 3).replanned_steps(13.0, history, schedule, lengths, ()) == 3  # at the most: no more
+    # the pace is the latest PACE_WINDOW steps': a machine that slowed from 1 s to 2 s a step
+    slowed = [{"seconds": 5.0, "tokens": 8}] + [{"seconds": 1.0, "tokens": 8}] * 100
+    slowed += [{"seconds": 2.0, "tokens": 8}] * PACE_WINDOW
+    uniform = [[0, 1]] * 400
+    assert TimeBudget(20.0, 400).replanned_steps(0.0, slowed, uniform, lengths, drawn) == len(slowed) + 10
+
+
+def test_a_replanned_decay_goes_on_from_the_current_rate_to_zero_at_the_new_total():
+    plain = _DecayPlan(100)
+    assert [plain.multiplier(s) for s in range(101)] == pytest.approx(
+        [lr_multiplier(s, 10, 100, "linear") for s in range(101)]
+    )
+    plan = _DecayPlan(100)
+    assert not plan.due(9) and plan.due(10)  # at the end of the warmup
+    assert plan.replan(10, 200) == 200 and plan.multiplier(10) == 1.0 and plan.multiplier(200) == 0.0
+    assert plan.multiplier(105) == pytest.approx(0.5) and not plan.due(29) and plan.due(30)  # every tenth
+    before = plan.multiplier(30)
+    assert plan.replan(30, 50) == 50 and plan.multiplier(30) == pytest.approx(before)  # no jump
+    assert plan.multiplier(40) == pytest.approx(before / 2) and plan.multiplier(50) == 0.0
+    assert plan.replan(45, 0) == 46  # always one more step
+    assert not plan.due(46)
 
 
 def test_the_schedule_passes_over_the_data_in_batches_of_similar_length():

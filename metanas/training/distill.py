@@ -267,6 +267,32 @@ def prefill(
         forward.close()
 
 
+class _DecayPlan:
+    """Linear warmup over 10% of the first plan's steps, then linear decay to zero at the total, which a time
+    budget may set again (`replan`) at the end of the warmup and every tenth of the steps after it: the rate
+    then goes on from where it is, straight to zero at the new total."""
+
+    def __init__(self, steps: int) -> None:
+        self.warmup = max(1, int(0.1 * steps))
+        self.total, self.start, self.rate, self.next = steps, self.warmup, 1.0, self.warmup
+
+    def multiplier(self, step: int) -> float:
+        """The learning-rate multiplier of `step` (0-based), as `lr_multiplier`'s linear schedule without a re-plan."""
+        if step < self.warmup:
+            return lr_multiplier(step, self.warmup, self.total, "linear")
+        return self.rate * max(0, self.total - step) / max(1, self.total - self.start)
+
+    def due(self, done: int) -> bool:
+        """Whether to plan again after `done` steps."""
+        return self.next <= done < self.total
+
+    def replan(self, done: int, total: int) -> int:
+        """Decay from step `done` to zero at `total` (at least `done` + 1) from the current rate; the new total."""
+        self.rate, self.start, self.total = self.multiplier(done), done, max(done + 1, total)
+        self.next = done + max(1, self.total // 10)
+        return self.total
+
+
 class _Step:
     """One timed AdamW step of the student on the batch of some example indices, the teacher's outputs for it
     from the cache (or computed)."""
@@ -335,10 +361,8 @@ def distill(
     computed_before, started, history = cache.misses, time.perf_counter(), []
     with CompactVocabulary(student, rows["input_ids"]) as vocabulary:  # before the optimizer: it trains the rows
         optimizer = adamw(param_groups(student, 0.01), lr=lr)
-        warmup, plan = max(1, int(0.1 * steps)), {"total": steps}
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_multiplier(s, warmup=warmup, total=plan["total"], schedule="linear")
-        )
+        plan = _DecayPlan(steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.multiplier)
         layers = teacher_layers if layer_weight > 0 else None
         forward = TeacherForward(teacher, bf16, layered=layers is not None)
         losses = _DistillLosses(student, teacher.config.num_attention_heads, bf16, layers, layer_weight)
@@ -347,13 +371,13 @@ def distill(
         try:
             prefilled, prefill_seconds = prefill_teacher(cache, forward, rows, collate, schedule[:steps])
             bar = tqdm(total=steps, desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0)
-            while len(history) < plan["total"]:
+            while len(history) < plan.total:
                 history.append(step(schedule[len(history)], batch, target))
                 bar.update()
-                if budget is not None and len(history) == warmup < plan["total"]:  # the decay has not begun
-                    plan["total"] = bar.total = budget.replanned_steps(
-                        time.perf_counter() - started, history, schedule, lengths, cache
-                    )
+                if budget is not None and plan.due(len(history)):
+                    elapsed = time.perf_counter() - started
+                    fits = budget.replanned_steps(elapsed, history, schedule, lengths, cache)
+                    bar.total = plan.replan(len(history), fits)
             bar.close()
         finally:
             losses.close()
