@@ -10,8 +10,8 @@ stages plus its student's distillation took together (`--seconds`, default read 
 RUN_DIR), or for `--steps`. The model is saved to `--out` for `scripts/bench_agreement.py`.
 The step count for a time is measured, not assumed, as `compress` measures it: 20 probe steps
 give the model's cost a step and per padded token, and the teacher's per uncached example,
-for a first plan (`metanas.training.pace`; the warmup's length needs a total up front); at the end
-of its warmup the distillation plans again from its own steps (`TimeBudget`).
+for a first plan (`metanas.training.pace`; the warmup's length needs a total up front); from the end
+of its warmup the distillation plans again from its own latest steps (`TimeBudget`).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def main() -> None:
         schedule = batch_schedule(lengths, e.distill_batch_size, MOST_STEPS, recipe.training.seed)
         steps = pace.steps_in(seconds, schedule, lengths, cache)
         budget = TimeBudget(seconds, MOST_STEPS, pace.teacher_s_per_example)
-        print(f"budget {seconds:.0f} s: {steps} steps planned ({pace}), planned again after the warmup", flush=True)
+        print(f"budget {seconds:.0f} s: {steps} steps planned ({pace}), planned again as it runs", flush=True)
     start = time.perf_counter()
     info = run(student, steps, budget)
     took, steps = time.perf_counter() - start, info["steps"]

@@ -259,7 +259,7 @@ def _export_one(
             distill_info = {**_distill(run, model, arch, teacher, steps, f"distill {name}", cache, budget), **prefilled}
             if budget is not None and distill_info["steps"] != steps:
                 logger.info(
-                    "final distillation: planned again after its warmup from its own steps: %d steps instead of %d",
+                    "final distillation: planned again from its own steps as it ran: %d steps instead of %d",
                     distill_info["steps"], steps,
                 )  # fmt: skip
             save_weights(model, tmp)
