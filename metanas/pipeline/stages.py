@@ -208,7 +208,7 @@ def _fitting_steps(
     run: CompressRun, model: PreTrainedModel, arch: ArchConfig, teacher: PreTrainedModel, cache: TeacherCache
 ) -> tuple[int, TimeBudget, dict[str, Any]]:
     """A first plan of how many steps of `model` fit in export.distill_seconds, its teacher outputs included, and
-    the budget the distillation re-plans against after its warmup.
+    the budget the distillation plans again against as it runs.
 
     A probe on a copy (the run's first batches) times steps against their padded
     tokens and the teacher per example; the teacher then runs on every example the

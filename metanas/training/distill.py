@@ -350,7 +350,7 @@ def distill(
     each student layer was cut from, `metanas.space.layer_indices`) with `layer_weight`
     > 0 adds the layer loss of `distillation_loss`; every model sharing a `cache` must
     then use it (the cache then keeps every teacher layer's output). With a `budget`, `steps` is
-    a first plan, set again after the warmup to what fits (`TimeBudget`): see the returned `steps`.
+    a first plan, set again from the end of the warmup to what fits (`TimeBudget`): see the returned `steps`.
     """
     lengths = example_lengths(rows)
     schedule = batch_schedule(lengths, batch_size, max(steps, budget.most_steps) if budget else steps, seed)
