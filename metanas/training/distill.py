@@ -294,19 +294,20 @@ class _DecayPlan:
 
 
 class _Step:
-    """One timed AdamW step of the student on the batch of some example indices, the teacher's outputs for it
-    from the cache (or computed)."""
+    """One timed AdamW step of the student on the batch of some example indices (`batch` collates them), against
+    the teacher's outputs for it (`target`: from the cache, or computed)."""
 
-    def __init__(self, student: nn.Module, optimizer: Any, scheduler: Any, losses: Any, vocabulary: Any) -> None:
+    def __init__(self, student: nn.Module, optimizer: Any, scheduler: Any, losses: Any, vocabulary: Any,
+                 batch: Callable[[list[int]], dict], target: Callable) -> None:  # fmt: skip
         self.student, self.optimizer, self.scheduler = student, optimizer, scheduler
-        self.losses, self.vocabulary = losses, vocabulary
+        self.losses, self.vocabulary, self.batch, self.target = losses, vocabulary, batch, target
 
-    def __call__(self, indices: list[int], batch: Callable[[list[int]], dict], target: Callable) -> dict[str, Any]:
+    def __call__(self, indices: list[int]) -> dict[str, Any]:
         """The step's loss, its parts, its seconds (collation included) and its padded tokens."""
         started = time.perf_counter()
-        inputs = batch(indices)
+        inputs = self.batch(indices)
         with training_attention(inputs["input_ids"].shape[1]):
-            loss, parts = self.losses(self.vocabulary.remap(inputs), target(indices, inputs))
+            loss, parts = self.losses(self.vocabulary.remap(inputs), self.target(indices, inputs))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
@@ -366,19 +367,18 @@ def distill(
         layers = teacher_layers if layer_weight > 0 else None
         forward = TeacherForward(teacher, bf16, layered=layers is not None)
         losses = _DistillLosses(student, teacher.config.num_attention_heads, bf16, layers, layer_weight)
-        step = _Step(student, optimizer, scheduler, losses, vocabulary)
         batch, target = partial(_batch_inputs, rows, collate), partial(cache.outputs, forward=forward)
+        step = _Step(student, optimizer, scheduler, losses, vocabulary, batch, target)
         try:
             prefilled, prefill_seconds = prefill_teacher(cache, forward, rows, collate, schedule[:steps])
-            bar = tqdm(total=steps, desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0)
-            while len(history) < plan.total:
-                history.append(step(schedule[len(history)], batch, target))
-                bar.update()
-                if budget is not None and plan.due(len(history)):
-                    elapsed = time.perf_counter() - started
-                    fits = budget.replanned_steps(elapsed, history, schedule, lengths, cache)
-                    bar.total = plan.replan(len(history), fits)
-            bar.close()
+            with tqdm(total=steps, desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0) as bar:
+                while len(history) < plan.total:
+                    history.append(step(schedule[len(history)]))
+                    bar.update()
+                    if budget is not None and plan.due(len(history)):
+                        elapsed = time.perf_counter() - started
+                        fits = budget.replanned_steps(elapsed, history, schedule, lengths, cache)
+                        bar.total = plan.replan(len(history), fits)
         finally:
             losses.close()
             forward.close()
