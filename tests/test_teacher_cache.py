@@ -161,6 +161,33 @@ def test_the_final_distillation_runs_without_dropout_unless_asked(rows: Rows) ->
     assert abs(losses["on"][0] - losses["off"][0]) > 1e-4  # dropout really changes the forward
 
 
+def test_a_cache_without_the_teachers_query_key_value_trains_an_equal_width_student_the_same(rows: Rows) -> None:
+    """At equal width no loss reads the teacher's last-layer q/k/v, so a cache that leaves them out holds 3 tensors
+    fewer per example and gives the same steps."""
+    teacher, student = tiny_bert(0, layers=4), tiny_bert(1, layers=2)
+    layered = dict(teacher_layers=(1, 3), layer_weight=5.0)
+    runs, caches = {}, {}
+    for qkv in (True, False):
+        caches[qkv] = TeacherCache(2**30, qkv=qkv)
+        runs[qkv] = distill(copy.deepcopy(student), teacher, rows, collate, steps=6, lr=1e-3, batch_size=4,
+                            cache=caches[qkv], **layered)  # fmt: skip
+    assert [h["loss"] for h in runs[False]["history"]] == pytest.approx([h["loss"] for h in runs[True]["history"]])
+    assert len(next(iter(caches[False]._rows.values()))) == 1 + 3  # last hidden and teacher layers 0-2
+    assert len(caches[False]) == len(caches[True]) and caches[False].bytes < caches[True].bytes
+
+
+def test_a_narrower_student_refuses_a_cache_without_the_teachers_query_key_value(rows: Rows) -> None:
+    teacher = tiny_bert(0)
+    config = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
+    narrow = BertModel(config).eval()
+    cache = TeacherCache(2**30, qkv=False)
+    with pytest.raises(ValueError, match="8 wide and the teacher 16.*query/key/value.*qkv=True"):
+        distill(narrow, teacher, rows, collate, steps=2, lr=1e-3, batch_size=4, cache=cache)
+    assert len(cache) == 0  # refused before the teacher ran
+    trained = distill(narrow, teacher, rows, collate, steps=2, lr=1e-3, batch_size=4)  # its own cache keeps them
+    assert "relation" in trained["history"][0]
+
+
 def test_a_prefill_for_more_steps_serves_every_batch_of_fewer(rows: Rows) -> None:
     """What compress does: the teacher runs for the steps that would fit, timed, then the model distils fewer."""
     teacher, student = tiny_bert(0, layers=4), tiny_bert(1, layers=2)

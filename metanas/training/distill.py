@@ -114,22 +114,24 @@ def distillation_loss(
 
 
 class TeacherForward:
-    """The frozen teacher's outputs for a batch, as `TeacherCache` keeps them: the last hidden state, the last
-    layer's query/key/value and, with `layered`, every earlier layer's output."""
+    """The frozen teacher's outputs for a batch, as `TeacherCache` keeps them: the last hidden state, with `qkv`
+    the last layer's query/key/value, and with `layered` every earlier layer's output."""
 
-    def __init__(self, teacher: PreTrainedModel, bf16: bool, layered: bool) -> None:
+    def __init__(self, teacher: PreTrainedModel, bf16: bool, layered: bool, qkv: bool = True) -> None:
         self.teacher, self.layered = teacher.eval(), layered
         self.autocast = bf16_autocast(bf16, "cpu", "export.distill_bf16")
-        self.capture = _QKVCapture(teacher)
+        self.capture = _QKVCapture(teacher) if qkv else None
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> TeacherOutput:
         with torch.no_grad(), self.autocast:
             out = self.teacher(**inputs, output_hidden_states=self.layered)
         earlier = list(out.hidden_states[1:-1]) if self.layered else []
-        return [out.last_hidden_state, *self.capture.triple(), *earlier]
+        qkv = self.capture.triple() if self.capture else []
+        return [out.last_hidden_state, *qkv, *earlier]
 
     def close(self) -> None:
-        self.capture.close()
+        if self.capture:
+            self.capture.close()
 
 
 class _DistillLosses:
@@ -142,28 +144,31 @@ class _DistillLosses:
         bf16: bool,
         teacher_layers: Sequence[int] | None,
         layer_weight: float,
+        teacher_qkv: bool,
     ) -> None:
         self.student, self.heads, self.layer_weight = student, teacher_heads, layer_weight
-        self.layered = teacher_layers is not None
+        self.layered, self.earlier_from = teacher_layers is not None, 4 if teacher_qkv else 1
         # student layer i's target is teacher layer teacher_layers[i]; the last pair is the hidden-state loss already
         self.pairs = list(enumerate(teacher_layers or ()))[:-1]
         self.autocast = bf16_autocast(bf16, "cpu", "export.distill_bf16")
-        self.s_cap = _QKVCapture(student)
+        self.s_cap = _QKVCapture(student) if teacher_qkv else None
 
     def __call__(self, inputs: dict[str, torch.Tensor], target: TeacherOutput) -> tuple[torch.Tensor, dict[str, float]]:
-        t_hidden, t_qkv, t_earlier = target[0], target[1:4], target[4:]
+        t_hidden, t_qkv, t_earlier = target[0], target[1 : self.earlier_from], target[self.earlier_from :]
         with self.autocast:
             out = self.student(**inputs, output_hidden_states=self.layered)
         s_layers = [out.hidden_states[i + 1].float() for i, _ in self.pairs]
         t_layers = [t_earlier[t] for _, t in self.pairs]
         mask = inputs["attention_mask"].bool()
+        s_qkv = self.s_cap.triple() if self.s_cap else []
         return distillation_loss(
-            out.last_hidden_state.float(), t_hidden, self.s_cap.triple(), t_qkv, mask, self.heads,
-            s_layers, t_layers, self.layer_weight,
+            out.last_hidden_state.float(), t_hidden, s_qkv, t_qkv, mask, self.heads, s_layers, t_layers,
+            self.layer_weight,
         )  # fmt: skip
 
     def close(self) -> None:
-        self.s_cap.close()
+        if self.s_cap:
+            self.s_cap.close()
 
 
 # The teacher fills the cache in batches this large before a model's first step: bf16 on 2 cores its forward costs
@@ -259,7 +264,7 @@ def prefill(
 ) -> tuple[int, float]:
     """`prefill_teacher` for the batches of `distill(..., steps, batch_size, seed=seed)` (the same outputs that
     `distill` with `layer_weight` > 0 when `layered`, else without, would compute). Returns (examples, seconds)."""
-    forward = TeacherForward(teacher, bf16, layered)
+    forward = TeacherForward(teacher, bf16, layered, cache.qkv)
     try:
         schedule = batch_schedule(example_lengths(rows), batch_size, steps, seed)
         return prefill_teacher(cache, forward, rows, collate, schedule)
@@ -317,6 +322,20 @@ class _Step:
         return {"loss": float(loss.detach()), **parts, "seconds": seconds, "tokens": tokens}
 
 
+def _checked_cache(student: PreTrainedModel, teacher: PreTrainedModel, cache: TeacherCache | None) -> TeacherCache:
+    """`cache`, or one that stores nothing, refused when it lacks the teacher's query/key/value a narrower
+    student's relation loss reads."""
+    narrower = student.config.hidden_size != teacher.config.hidden_size
+    cache = TeacherCache(0, qkv=narrower) if cache is None else cache
+    if narrower and not cache.qkv:
+        raise ValueError(
+            f"final distillation: the student is {student.config.hidden_size} wide and the teacher "
+            f"{teacher.config.hidden_size}, so its relation loss reads the teacher's query/key/value, which this "
+            "teacher cache does not keep (TeacherCache(..., qkv=True))"
+        )
+    return cache
+
+
 def distill(
     student: PreTrainedModel,
     teacher: PreTrainedModel,
@@ -350,7 +369,8 @@ def distill(
     more than it regularises (docs/benchmarks.md). `teacher_layers` (the teacher layer
     each student layer was cut from, `metanas.space.layer_indices`) with `layer_weight`
     > 0 adds the layer loss of `distillation_loss`; every model sharing a `cache` must
-    then use it (the cache then keeps every teacher layer's output). With a `budget`, `steps` is
+    then use it (the cache then keeps every teacher layer's output). A student narrower
+    than the teacher needs a cache that keeps the teacher's query/key/value (`qkv`). With a `budget`, `steps` is
     a first plan, set again from the end of the warmup to what fits (`TimeBudget`): see the returned `steps`.
     """
     lengths = example_lengths(rows)
@@ -358,15 +378,15 @@ def distill(
     torch.manual_seed(seed)
     student.train(dropout)
     teacher.eval()
-    cache = TeacherCache(0) if cache is None else cache
+    cache = _checked_cache(student, teacher, cache)
     computed_before, started, history = cache.misses, time.perf_counter(), []
     with CompactVocabulary(student, rows["input_ids"]) as vocabulary:  # before the optimizer: it trains the rows
         optimizer = adamw(param_groups(student, 0.01), lr=lr)
         plan = _DecayPlan(steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.multiplier)
         layers = teacher_layers if layer_weight > 0 else None
-        forward = TeacherForward(teacher, bf16, layered=layers is not None)
-        losses = _DistillLosses(student, teacher.config.num_attention_heads, bf16, layers, layer_weight)
+        forward = TeacherForward(teacher, bf16, layered=layers is not None, qkv=cache.qkv)
+        losses = _DistillLosses(student, teacher.config.num_attention_heads, bf16, layers, layer_weight, cache.qkv)
         batch, target = partial(_batch_inputs, rows, collate), partial(cache.outputs, forward=forward)
         step = _Step(student, optimizer, scheduler, losses, vocabulary, batch, target)
         try:

@@ -3,10 +3,11 @@
 The final distillation trains the student and each baseline on the same seeded
 batches from the same frozen teacher, so the teacher's forward pass for an example
 is the same every time it is drawn. `TeacherCache` keeps each example's teacher
-outputs (the last hidden state, the last layer's query/key/value and, with the layer
-loss, every earlier layer's output; its real tokens only, in the dtype the teacher
-computed them) up to a memory limit, and runs the teacher only on the examples of a
-batch it has not seen. Past the limit it keeps computing, it stops storing.
+outputs (the last hidden state, the last layer's query/key/value when some model
+distilled from it is narrower than the teacher and, with the layer loss, every
+earlier layer's output; its real tokens only, in the dtype the teacher computed
+them) up to a memory limit, and runs the teacher only on the examples of a batch it
+has not seen. Past the limit it keeps computing, it stops storing.
 """
 
 from __future__ import annotations
@@ -16,19 +17,25 @@ from typing import Any
 
 import torch
 
-# A teacher output: per-token tensors, each [B, S, width] (distill: last hidden state, query, key, value, then
-# the earlier layers' outputs when the layer loss is on). Every call of one cache returns the same number.
+# A teacher output: per-token tensors, each [B, S, width] (distill: last hidden state, then query, key, value when
+# the cache keeps them, then the earlier layers' outputs when the layer loss is on). Every call of one cache returns
+# the same number.
 TeacherOutput = list[torch.Tensor]
 TeacherForward = Callable[[dict[str, torch.Tensor]], TeacherOutput]
 
 
 class TeacherCache:
-    """Teacher outputs keyed by training-example index, bounded by `max_bytes`."""
+    """Teacher outputs keyed by training-example index, bounded by `max_bytes`.
 
-    def __init__(self, max_bytes: int) -> None:
+    `qkv`: whether the outputs include the teacher's last-layer query/key/value, which
+    only a student narrower than the teacher reads (the relation loss); at equal width
+    they are 3 of the tensors kept per example for nothing.
+    """
+
+    def __init__(self, max_bytes: int, qkv: bool = True) -> None:
         if max_bytes < 0:
             raise ValueError(f"teacher cache size must be >= 0 bytes, got {max_bytes}")
-        self.max_bytes = max_bytes
+        self.max_bytes, self.qkv = max_bytes, qkv
         self.bytes = 0
         self.hits = 0
         self.misses = 0
