@@ -236,7 +236,7 @@ def _fitting_steps(
     return steps, budget, {"teacher_prefilled": prefilled, "teacher_prefill_seconds": round(seconds, 2)}
 
 
-def _export_one(
+def export_distilled(
     run: CompressRun,
     name: str,
     arch: ArchConfig,
@@ -294,7 +294,7 @@ def export_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict
         shutil.rmtree(out, ignore_errors=True)  # written by an attempt that did not record it
         cache.store = i < len(parts) - 1  # no later model reads what the last one would add
         arch, fraction, checks = verified(run, candidates())
-        record = _export_one(run, name, arch, out, teacher, cache, steps)
+        record = export_distilled(run, name, arch, out, teacher, cache, steps)
         steps = record["distill"]["steps"] if record["distill"] else steps  # every baseline: the student's steps
         record.update(fraction=fraction, latency_checks=checks)
         if record["distill"]:
