@@ -7,8 +7,9 @@ path (`metanas.pipeline.stages.export_distilled`: the probe, the teacher's pass 
 time budget of `export.distill_seconds`, planned again as it runs), then scored as the
 report scores the student: Spearman of its in-batch embedding similarities against the
 teacher's on the run's held-out report examples, and its latency timed beside the
-teacher (the report's protocol). Both of RUN_DIR's and this arch's figures are printed,
-so a comparison of archs is made on one machine, one run apart.
+teacher (the report's protocol, on the torch models: compare `torch`-format runs). Both
+RUN_DIR's student and this arch are scored, so archs are compared on one machine, one
+run apart.
 """
 
 from __future__ import annotations
@@ -42,8 +43,7 @@ def main() -> None:
     arch = ArchConfig.from_dict(json.loads(args.arch))
     run.space.validate(arch)
     teacher = load_teacher_model(run.teacher.path).eval()
-    narrower = arch.hidden < teacher.config.hidden_size
-    cache = TeacherCache(recipe.export.distill_cache_mb * 2**20, qkv=narrower)
+    cache = TeacherCache.for_students(recipe.export.distill_cache_mb * 2**20, [arch.hidden], teacher.config.hidden_size)
     record = export_distilled(run, "student", arch, args.out, teacher, cache, None)
     models = {"teacher": teacher}
     for name, path in (("run", args.run_dir / MODEL_DIR), ("arch", args.out)):

@@ -72,7 +72,7 @@ def main() -> None:
     student = build_subnet_model(sn, arch)
     bundle = build_datasets(recipe.data, tokenizer, teacher_config=teacher.config)
     collate = Collator(tokenizer)
-    cache = TeacherCache(e.distill_cache_mb * 2**20, qkv=False)  # full width: no relation loss
+    cache = TeacherCache.for_students(e.distill_cache_mb * 2**20, [arch.hidden], teacher.config.hidden_size)
 
     def run(model: torch.nn.Module, steps: int, budget: TimeBudget | None = None) -> dict:
         return distill(

@@ -283,9 +283,9 @@ def export_stage(run: CompressRun, log: StageLog, section: StageTracker) -> dict
         parts["layer_drop"] = (lambda: layer_drop_archs(run), run.run_dir / LAYER_DROP_DIR)
     done: dict[str, Any] = dict(log.stages["export"].get("parts", {}))
     teacher = load_teacher_model(run.teacher.path) if e.distill_steps else None
-    # the same batches for every part: one teacher pass; its query/key/value only if some model may be narrower
-    narrower = teacher is not None and min(run.space.hidden_choices) < teacher.config.hidden_size
-    cache = TeacherCache(e.distill_cache_mb * 2**20, qkv=narrower)
+    # the same batches for every part: one teacher pass, for any width the space allows
+    teacher_width = run.space.largest().hidden
+    cache = TeacherCache.for_students(e.distill_cache_mb * 2**20, run.space.hidden_choices, teacher_width)
     steps = e.distill_steps if e.distill_seconds is None else None  # None: the student's time budget decides
     for i, (name, (candidates, out)) in enumerate(parts.items()):
         if name in done and out.is_dir():

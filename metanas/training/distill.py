@@ -325,13 +325,12 @@ class _Step:
 def _checked_cache(student: PreTrainedModel, teacher: PreTrainedModel, cache: TeacherCache | None) -> TeacherCache:
     """`cache`, or one that stores nothing, refused when it lacks the teacher's query/key/value a narrower
     student's relation loss reads."""
-    narrower = student.config.hidden_size != teacher.config.hidden_size
-    cache = TeacherCache(0, qkv=narrower) if cache is None else cache
-    if narrower and not cache.qkv:
+    width, teacher_width = student.config.hidden_size, teacher.config.hidden_size
+    cache = TeacherCache.for_students(0, [width], teacher_width) if cache is None else cache
+    if width != teacher_width and not cache.qkv:
         raise ValueError(
-            f"final distillation: the student is {student.config.hidden_size} wide and the teacher "
-            f"{teacher.config.hidden_size}, so its relation loss reads the teacher's query/key/value, which this "
-            "teacher cache does not keep (TeacherCache(..., qkv=True))"
+            f"final distillation: the student is {width} wide and the teacher {teacher_width}, so its relation loss "
+            "reads the teacher's query/key/value, which this teacher cache does not keep (TeacherCache(..., qkv=True))"
         )
     return cache
 

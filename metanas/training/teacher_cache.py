@@ -12,7 +12,7 @@ has not seen. Past the limit it keeps computing, it stops storing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -41,6 +41,12 @@ class TeacherCache:
         self.misses = 0
         self.store = True  # False: serve what is cached, keep nothing new (the last model distilled)
         self._rows: dict[int, list[torch.Tensor]] = {}  # index -> the TeacherOutput's rows, each [length, width]
+
+    @classmethod
+    def for_students(cls, max_bytes: int, student_widths: Iterable[int], teacher_width: int) -> TeacherCache:
+        """A cache for students of these hidden widths: the teacher's query/key/value kept only if one is
+        narrower (its relation loss reads them)."""
+        return cls(max_bytes, qkv=any(w != teacher_width for w in student_widths))
 
     def __len__(self) -> int:
         return len(self._rows)
